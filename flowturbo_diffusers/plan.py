@@ -1,0 +1,169 @@
+"""Sampling plans: which kind of step runs on each interval of the sigma grid.
+
+A plan is written as in the FlowTurbo paper, a run of step kinds with counts, e.g. ``"H1P5R3"``: one Heun step,
+five pseudo-corrector steps, three refiner steps (see ``docs/scheduler.md``). One count may be ``*``; that kind then
+takes every step the pipeline's ``num_inference_steps`` leaves over, so ``"H1P*"`` fits any step count.
+
+This module is pure bookkeeping (no torch): it parses plans, resolves them to a step count and lays out the model
+evaluations a plan needs, which is what the scheduler hands to a diffusers pipeline as ``timesteps``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+HEUN, PSEUDO_CORRECTOR, REFINER, EULER = "H", "P", "R", "E"
+STEP_KINDS = {
+    HEUN: "Heun (2 base-model evaluations)",
+    PSEUDO_CORRECTOR: "pseudo-corrector (1 evaluation, reuses the previous step's last velocity)",
+    REFINER: "refiner (2 refiner evaluations, no base-model evaluation)",
+    EULER: "Euler (1 evaluation)",
+}
+FILL = "*"
+DEFAULT_PLAN = "H1P*"
+EXAMPLE = "valid plans look like 'H1P5R3' (9 steps) or 'H1P*' (fills any step count)"
+
+_TOKEN = re.compile(r"([A-Za-z])(\*|[+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One velocity evaluation of a plan: the transformer (or the refiner, for R steps) is called once for it.
+
+    ``point`` says where the velocity is evaluated: ``"start"`` is the step's start point ``(x_i, sigma_i)``,
+    ``"predicted"`` the Euler-predicted point ``(x~, sigma_{i+1})`` (method.md, "The three kinds of step").
+    """
+
+    step: int
+    kind: str
+    point: Literal["start", "predicted"]
+
+    @property
+    def sigma_index(self) -> int:
+        """Index in the sigma grid at which the velocity is evaluated."""
+        return self.step if self.point == "start" else self.step + 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A parsed sampling plan: segments of ``(kind, count)``, where ``count is None`` marks the fill segment."""
+
+    segments: tuple[tuple[str, int | None], ...]
+
+    @classmethod
+    def parse(cls, plan: str | Plan) -> Plan:
+        """Parse a plan string such as ``"H1P5R3"`` or ``"H1P*R3"``; raise ``ValueError`` saying what is wrong."""
+        if isinstance(plan, Plan):
+            return plan
+        if not isinstance(plan, str):
+            raise ValueError(f"A plan must be a string, got {type(plan).__name__}; {EXAMPLE}.")
+        text = re.sub(r"\s+", "", plan)
+        if not text:
+            raise ValueError(f"The plan is empty; {EXAMPLE}.")
+        segments, position = [], 0
+        for match in _TOKEN.finditer(text):
+            if match.start() != position:
+                break
+            position = match.end()
+            letter, count = match.group(1).upper(), match.group(2)
+            if letter not in STEP_KINDS:
+                kinds = ", ".join(f"{k} = {v.split(' (')[0]}" for k, v in STEP_KINDS.items())
+                raise ValueError(f"Unknown step kind {letter!r} in plan {plan!r}. Step kinds are {kinds}; {EXAMPLE}.")
+            if count is None:
+                raise ValueError(f"Step kind {letter!r} in plan {plan!r} has no count; write e.g. '{letter}2'; {EXAMPLE}.")
+            if count == FILL:
+                segments.append((letter, None))
+                continue
+            if int(count) <= 0:
+                raise ValueError(
+                    f"Step counts must be positive, got '{letter}{count}' in plan {plan!r}; {EXAMPLE}."
+                )
+            segments.append((letter, int(count)))
+        if position != len(text):
+            raise ValueError(f"Cannot read {text[position:]!r} in plan {plan!r}; {EXAMPLE}.")
+        if sum(count is None for _, count in segments) > 1:
+            raise ValueError(f"Plan {plan!r} has more than one '*' segment; only one kind can fill; {EXAMPLE}.")
+        if segments[0][0] == REFINER:
+            cls._raise_refiner_first(plan)
+        return cls(tuple(segments))
+
+    def __str__(self) -> str:
+        return "".join(f"{kind}{FILL if count is None else count}" for kind, count in self.segments)
+
+    @property
+    def is_fill(self) -> bool:
+        """Whether one segment takes all steps left over (written with ``*``)."""
+        return any(count is None for _, count in self.segments)
+
+    @property
+    def fixed_steps(self) -> int:
+        """Number of steps of the segments with a written count."""
+        return sum(count for _, count in self.segments if count is not None)
+
+    @property
+    def num_steps(self) -> int | None:
+        """The plan's step count, or ``None`` for a fill plan (its count comes from the pipeline)."""
+        return None if self.is_fill else self.fixed_steps
+
+    def kinds(self, num_steps: int | None = None) -> tuple[str, ...]:
+        """The step kind of each interval, for ``num_steps`` intervals (``None``: the plan's own count)."""
+        if num_steps is None:
+            if self.is_fill:
+                raise ValueError(f"Plan '{self}' fills the pipeline's step count; pass num_steps.")
+            num_steps = self.fixed_steps
+        if self.is_fill and num_steps < self.fixed_steps:
+            raise ValueError(
+                f"Plan '{self}' needs at least {self.fixed_steps} steps but {num_steps} were requested; "
+                f"raise num_inference_steps to {self.fixed_steps} or more, or use a shorter plan."
+            )
+        if not self.is_fill and num_steps != self.fixed_steps:
+            more_or_fewer = "more" if self.fixed_steps > num_steps else "fewer"
+            fill = str(Plan(tuple((k, None if i == self._longest() else c) for i, (k, c) in enumerate(self.segments))))
+            raise ValueError(
+                f"Plan '{self}' has {self.fixed_steps} steps, {more_or_fewer} than the {num_steps} requested "
+                f"(num_inference_steps={num_steps}). Pass num_inference_steps={self.fixed_steps}, or use a plan "
+                f"that fills the requested count, such as '{fill}'."
+            )
+        fill_count = num_steps - self.fixed_steps
+        kinds = tuple(k for kind, count in self.segments for k in kind * (fill_count if count is None else count))
+        if kinds and kinds[0] == REFINER:
+            self._raise_refiner_first(str(self))
+        return kinds
+
+    def _longest(self) -> int:
+        return max(range(len(self.segments)), key=lambda i: self.segments[i][1] or 0)
+
+    @staticmethod
+    def _raise_refiner_first(plan: str) -> None:
+        raise ValueError(
+            f"Plan {plan!r} starts with a refiner step, but an R step refines the velocity of an earlier step and "
+            f"none exists yet. Start with H, P or E, e.g. 'H1P5R3'."
+        )
+
+    def evaluations(self, num_steps: int | None = None) -> tuple[Evaluation, ...]:
+        """The plan's model evaluations in call order; see :func:`evaluation_layout`."""
+        return evaluation_layout(self.kinds(num_steps))
+
+    def count_evaluations(self, num_steps: int | None = None) -> dict[str, int]:
+        """Base-model and refiner evaluations of a whole run: ``{"base": 2H + P + E (+1 if P first), "refiner": 2R}``."""
+        evaluations = self.evaluations(num_steps)
+        refiner = sum(e.kind == REFINER for e in evaluations)
+        return {"base": len(evaluations) - refiner, "refiner": refiner}
+
+
+def evaluation_layout(kinds: tuple[str, ...] | list[str]) -> tuple[Evaluation, ...]:
+    """Lay out the velocity evaluations of a sequence of step kinds.
+
+    H and R steps evaluate at their start point and at their predicted point; E at its start point only; P only at
+    its predicted point, reusing the last velocity of the step before, except when no step came before (then it
+    evaluates its start point first, which makes it a Heun step).
+    """
+    layout = []
+    for step, kind in enumerate(kinds):
+        if kind != PSEUDO_CORRECTOR or step == 0:
+            layout.append(Evaluation(step, kind, "start"))
+        if kind != EULER:
+            layout.append(Evaluation(step, kind, "predicted"))
+    return tuple(layout)
