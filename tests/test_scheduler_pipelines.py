@@ -1,0 +1,199 @@
+"""FlowTurboScheduler inside unchanged diffusers pipelines: SD3, Flux, Sana and Wan, with guidance, img2img, inpaint."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from conftest import CallCounter, call, make_pipe
+from diffusers import (
+    FlowMatchEulerDiscreteScheduler,
+    FluxImg2ImgPipeline,
+    FluxInpaintPipeline,
+    StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3InpaintPipeline,
+)
+
+from flowturbo_diffusers import FlowTurboScheduler, Plan
+from flowturbo_diffusers.ode import integrate
+
+KINDS = ["sd3", "flux", "sana", "wan"]
+# Wan runs guidance as two transformer calls per evaluation; the others batch [uncond, cond] in one call.
+CALLS_PER_EVALUATION = {"sd3": 1, "flux": 1, "sana": 1, "wan": 2}
+
+
+def swap(pipe, plan):
+    pipe.scheduler = FlowTurboScheduler.from_config(pipe.scheduler.config, plan=plan)
+    return pipe.scheduler
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grid_is_the_pipelines_own_grid_at_the_plans_step_count(kind):
+    def timesteps_seen(counter):
+        return {round(float(kwargs["timestep"].flatten()[0]), 4) for kwargs in counter.kwargs}
+
+    pipe = make_pipe(kind)
+    own = CallCounter(pipe.transformer)
+    call(pipe, kind, num_inference_steps=6)
+    own.remove()
+    own_class, own_sigmas = type(pipe.scheduler).__name__, pipe.scheduler.sigmas.clone()
+    scheduler = swap(pipe, "H1P5")
+    turbo = CallCounter(pipe.transformer)
+    call(pipe, kind, num_inference_steps=6)
+    assert scheduler.config.sigma_schedule == own_class
+    torch.testing.assert_close(scheduler.sigma_grid, own_sigmas.float(), rtol=0, atol=0)
+    # The model sees the timesteps of the pipeline's own grid, plus 0 for the evaluation at the final sigma.
+    assert timesteps_seen(turbo) == timesteps_seen(own) | {0.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("plan, steps", [("H1P5", 6), ("H1P*", 8), ("H2P2E1", 5), ("P4", 4), ("E3", 3)])
+def test_pipeline_runs_with_guidance_and_calls_the_transformer_once_per_evaluation(kind, plan, steps):
+    pipe = make_pipe(kind)
+    swap(pipe, plan)
+    counter = CallCounter(pipe.transformer)
+    latents = call(pipe, kind, num_inference_steps=steps)
+    expected = Plan.parse(plan).count_evaluations(steps)["base"] * CALLS_PER_EVALUATION[kind]
+    assert counter.count == expected
+    assert torch.isfinite(latents).all()
+
+
+def test_the_scheduler_changes_the_result_compared_to_euler(sd3_pipe):
+    euler = call(sd3_pipe, "sd3", num_inference_steps=4)
+    swap(sd3_pipe, "H1P3")
+    turbo = call(sd3_pipe, "sd3", num_inference_steps=4)
+    assert not torch.allclose(euler, turbo)
+
+
+def test_sd3_skip_layer_guidance_runs_and_adds_its_calls(sd3_pipe):
+    swap(sd3_pipe, "H1P5")
+    plain = call(sd3_pipe, "sd3", num_inference_steps=6)
+    counter = CallCounter(sd3_pipe.transformer)
+    guided = call(
+        sd3_pipe, "sd3", num_inference_steps=6, skip_guidance_layers=[1], skip_layer_guidance_start=0.0,
+        skip_layer_guidance_stop=0.5,
+    )
+    layer_skipping_calls = [kwargs for kwargs in counter.kwargs if kwargs.get("skip_layers") is not None]
+    assert counter.count == 7 + len(layer_skipping_calls) and len(layer_skipping_calls) > 0
+    assert not torch.allclose(plain, guided)
+
+
+def test_flux_true_cfg_calls_the_transformer_per_branch(flux_pipe):
+    swap(flux_pipe, "H1P4")
+    counter = CallCounter(flux_pipe.transformer)
+    guided = call(flux_pipe, "flux", num_inference_steps=5, negative_prompt="green", true_cfg_scale=3.0)
+    assert counter.count == 2 * 6
+    unguided = call(flux_pipe, "flux", num_inference_steps=5)
+    assert not torch.allclose(guided, unguided)
+
+
+def test_flux_guidance_embeds_pipeline_runs():
+    pipe = make_pipe("flux", guidance_embeds=True)
+    swap(pipe, "H1P3")
+    assert torch.isfinite(call(pipe, "flux", num_inference_steps=4, guidance_scale=3.5)).all()
+
+
+def test_flux_dynamic_shifting_follows_the_resolution(flux_pipe):
+    scheduler = swap(flux_pipe, "H1P3")
+    grids = []
+    for size in (32, 64):
+        call(flux_pipe, "flux", num_inference_steps=4, height=size, width=size)
+        grids.append(scheduler.sigma_grid.clone())
+    assert not torch.allclose(grids[0], grids[1])
+    assert grids[1][1] > grids[0][1]  # more tokens, larger mu, more time at high noise
+
+
+def test_a_dpm_config_used_in_flux_keeps_fluxs_sigmas(flux_pipe):
+    sana_config = make_pipe("sana").scheduler.config
+    scheduler = FlowTurboScheduler.from_config(
+        sana_config, plan="H1P3", use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256
+    )
+    flux_pipe.scheduler = scheduler
+    received = {}
+
+    @functools.wraps(scheduler.set_timesteps)
+    def recording_set_timesteps(*args, **kwargs):
+        received.update(kwargs)
+        return FlowTurboScheduler.set_timesteps(scheduler, *args, **kwargs)
+
+    scheduler.set_timesteps = recording_set_timesteps
+    call(flux_pipe, "flux", num_inference_steps=4)
+    # Flux passed its sigmas (had use_flow_sigmas leaked, it would have dropped them) and they were used.
+    assert received["sigmas"] is not None
+    euler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    euler.set_timesteps(sigmas=received["sigmas"], mu=received["mu"])
+    torch.testing.assert_close(scheduler.sigma_grid, euler.sigmas, rtol=0, atol=0)
+
+
+IMAGE = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+MASK = torch.zeros(1, 1, 32, 32)
+MASK[..., 8:24, 8:24] = 1
+
+
+def euler_start_sigma(pipe_class, base, strength, steps, **kwargs):
+    pipe = pipe_class.from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    call(pipe, kwargs.pop("kind"), image=IMAGE, strength=strength, num_inference_steps=steps, **kwargs)
+    return float(pipe.scheduler.sigmas[pipe.scheduler.begin_index]), pipe.scheduler.sigmas
+
+
+@pytest.mark.parametrize(
+    "kind, pipe_class",
+    [
+        ("sd3", StableDiffusion3Img2ImgPipeline),
+        ("sd3", StableDiffusion3InpaintPipeline),
+        ("flux", FluxImg2ImgPipeline),
+        ("flux", FluxInpaintPipeline),
+    ],
+)
+@pytest.mark.parametrize("strength", [0.2, 0.5, 0.8, 1.0])
+def test_img2img_and_inpaint_start_where_euler_starts(kind, pipe_class, strength):
+    base = make_pipe(kind)
+    extra = {"mask_image": MASK} if "Inpaint" in pipe_class.__name__ else {}
+    steps = 8
+    euler_sigma, euler_grid = euler_start_sigma(pipe_class, base, strength, steps, kind=kind, **extra)
+    pipe = pipe_class.from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    scheduler = swap(pipe, "H1P*")
+    counter = CallCounter(pipe.transformer)
+    latents = call(pipe, kind, image=IMAGE, strength=strength, num_inference_steps=steps, **extra)
+    assert torch.isfinite(latents).all()
+    begin = scheduler.begin_index
+    assert counter.count == len(scheduler.timesteps) - begin
+    start_sigma = float(scheduler.sigmas[begin])
+    if kind == "sd3":
+        assert start_sigma == pytest.approx(euler_sigma)
+    else:
+        # Flux counts strength over len(timesteps), which is one more than the steps for an H1P* plan.
+        grid = [float(s) for s in euler_grid]
+        assert abs(grid.index(min(grid, key=lambda s: abs(s - start_sigma))) - grid.index(euler_sigma)) <= 1
+
+
+def exact_gaussian_trajectory(noise, sigma, mean=0.7, std=0.5):
+    return (1 - sigma) * mean + np.sqrt((1 - sigma) ** 2 * std**2 + sigma**2) * noise
+
+
+def gaussian_velocity(x, sigma, mean=0.7, std=0.5):
+    variance = (1 - sigma) ** 2 * std**2 + sigma**2
+    return -mean + (sigma - (1 - sigma) * std**2) / variance * (x - (1 - sigma) * mean)
+
+
+@pytest.mark.parametrize("plan", ["H1P*", "H*", "H2P*E1", "H1P*R2"])
+@pytest.mark.parametrize("start_sigma", [0.75, 0.5, 0.25])
+@pytest.mark.parametrize("occurrence", [0, -1])
+def test_a_run_starting_anywhere_in_the_plan_converges_at_second_order(plan, start_sigma, occurrence):
+    """img2img may start at any entry: a step's start point or a predicted point (``occurrence`` picks the first or
+    last entry at ``start_sigma``). Either way the result converges at second order to the exact solution."""
+    noise = torch.randn(256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errors = []
+    for steps in (32, 64, 128):
+        sigmas = np.linspace(1.0, 1.0 / steps, steps)  # a uniform grid: sigma_k = 1 - k / steps
+        scheduler = FlowTurboScheduler(plan=plan)
+        scheduler.refiner_attached = True  # R steps run on the base velocity here; silence the warning
+        scheduler.set_timesteps(sigmas=sigmas)
+        begin = [i for i, s in enumerate(scheduler.sigmas[:-1].tolist()) if abs(s - start_sigma) < 1e-6][occurrence]
+        start = exact_gaussian_trajectory(noise, start_sigma)
+        latents, _ = integrate(scheduler, gaussian_velocity, start, sigmas=sigmas, begin_index=begin)
+        errors.append((latents.double() - exact_gaussian_trajectory(noise, 0.0)).abs().max().item())
+    observed_order = np.log2(errors[0] / errors[2]) / 2  # over two halvings of the step
+    assert observed_order > 1.8, errors
