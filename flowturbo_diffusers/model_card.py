@@ -1,0 +1,140 @@
+"""Model cards for refiners, built with huggingface_hub's ``ModelCard`` so they render and index on the Hub."""
+
+from __future__ import annotations
+
+import json
+
+from .plan import Plan
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# FlowTurbo velocity refiner{{ for_base }}
+
+A small learned model that answers the **R (refiner) steps** of [FlowTurbo](https://arxiv.org/abs/2409.18128) sampling
+in place of the base transformer: it predicts how the velocity changes from the last evaluated one, so late sampling
+steps cost a fraction of a base-model call. It is used through the `flowturbo-diffusers` library and plugs into the
+base model's usual diffusers pipeline.
+
+- Parameters: {{ parameters }}{{ fraction }}
+- Architecture: {{ architecture }}
+
+## Usage
+
+```python
+import torch
+from flowturbo_diffusers import FlowTurboPipeline
+
+pipe = FlowTurboPipeline.from_pretrained(
+    "{{ base_model_id }}", refiner="{{ repo_id }}", plan="{{ first_plan }}"
+)
+image = pipe("a photo of a cat", generator=torch.Generator().manual_seed(0)).images[0]
+```
+
+## Recommended plans
+
+| plan | steps | base-model evaluations | refiner evaluations |
+| --- | --- | --- | --- |
+{{ plans_table }}
+
+## Training
+
+{{ training }}
+
+## Metrics
+
+{{ metrics }}
+
+## Compatibility
+
+Made for `{{ base_model_id }}`; attaching it to a transformer with a different fingerprint raises an error before any
+sampling:
+
+```json
+{{ fingerprint }}
+```
+"""
+
+
+def _plans_table(plans) -> str:
+    rows = []
+    for plan in plans:
+        parsed = Plan.parse(plan)
+        if parsed.is_fill:
+            rows.append(f"| `{plan}` | N ≥ {parsed.fixed_steps} | {_fill_formula(parsed)} | {2 * _count(parsed, 'R')} |")
+        else:
+            counts = parsed.count_evaluations()
+            rows.append(f"| `{plan}` | {parsed.num_steps} | {counts['base']} | {counts['refiner']} |")
+    return "\n".join(rows)
+
+
+def _count(plan: Plan, kind: str) -> int:
+    return sum(count or 0 for k, count in plan.segments if k == kind)
+
+
+def _fill_formula(plan: Plan) -> str:
+    """Base evaluations of a fill plan at N steps, as ``a·N + b`` (the count is linear in N)."""
+    first = plan.fixed_steps + 1
+    at_first, at_next = (plan.count_evaluations(n)["base"] for n in (first, first + 1))
+    slope = at_next - at_first
+    offset = at_first - slope * first
+    term = {0: "", 1: "N"}.get(slope, f"{slope}N")
+    if not term:
+        return str(offset)
+    return term + (f" + {offset}" if offset > 0 else f" − {-offset}" if offset < 0 else "")
+
+
+def _section(info: dict | None, empty: str) -> str:
+    if not info:
+        return empty
+    lines = []
+    for key, value in info.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        lines.append(f"- **{key.replace('_', ' ')}**: {value}")
+    return "\n".join(lines)
+
+
+def refiner_model_card(refiner, repo_id: str | None = None):
+    """The model card of ``refiner``: YAML metadata (library, base model, tags, license), usage, plans, training."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = refiner.config
+    training = dict(config.training_info or {})
+    metrics = training.pop("metrics", None)
+    license_name = training.pop("license", "apache-2.0")
+    base_fraction = training.get("base_model_parameters")
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license=license_name,
+        base_model=config.base_model if config.base_model and "/" in config.base_model else None,
+        tags=["flowturbo", "velocity-refiner", "diffusers", "flow-matching"],
+    )
+    parameters = refiner.num_parameters()
+    layers = f"{config.num_layers} DiT block{'s' if config.num_layers > 1 else ''}"
+    architecture = (
+        f"{layers}, width {config.hidden_size}, {config.num_attention_heads} heads, {config.layout} latents, "
+        f"adaLN conditioning on sigma{' + pooled text' if config.pooled_dim else ''}"
+        f"{' + guidance' if config.guidance_embeds else ''}"
+        f"{', cross-attention to the text tokens' if config.cross_attention else ''}"
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=CARD_TEMPLATE,
+        for_base=f" for {config.base_model}" if config.base_model else "",
+        parameters=f"{parameters:,}",
+        fraction=f" ({100 * parameters / base_fraction:.1f}% of the base transformer)" if base_fraction else "",
+        architecture=architecture,
+        base_model_id=config.base_model or "<base model>",
+        repo_id=repo_id or "<this repo>",
+        first_plan=list(config.recommended_plans)[0],
+        plans_table=_plans_table(config.recommended_plans),
+        training=_section(
+            training,
+            "Not trained yet: the output layer is zero-initialised, so this refiner returns the previous velocity "
+            "unchanged. Train one with `flowturbo train-refiner` (see the flowturbo-diffusers docs).",
+        ),
+        metrics=_section(metrics, "No metrics recorded yet."),
+        fingerprint=json.dumps(config.base_fingerprint, indent=2),
+    )

@@ -1,0 +1,422 @@
+"""VelocityRefiner: the small learned model that answers FlowTurbo's R steps in place of the base transformer.
+
+Given the latent ``x``, the sigma, the conditioning and the velocity ``v`` of an earlier evaluation, it predicts the
+*change* of velocity, so an R evaluation returns ``v + refiner(x, sigma, v, cond)`` (method.md, "R: refiner step").
+Architecture as in the paper: ``x`` and ``v`` concatenated on channels and patch-embedded, a DiT block (adaLN-Zero
+conditioned on the timestep, pooled text embeddings and, for guidance-distilled models, the guidance scale; optional
+cross-attention to the encoder hidden states), and a zero-initialised output layer, so an untrained refiner returns
+``v`` unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import logging
+from torch import nn
+
+from .adapters import IMAGE, SEQUENCE, VIDEO, TransformerCall, adapter_for
+
+logger = logging.get_logger(__name__)
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+DEFAULT_MAX_PARAMETER_FRACTION = 0.05
+
+
+class RefinerLoadError(OSError):
+    """A refiner checkpoint that cannot be used: missing, corrupt, pickle-only or not a VelocityRefiner."""
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        keys, values = self.to_kv(x if context is None else context).chunk(2, dim=-1)
+
+        def split(t):
+            return t.reshape(batch, -1, self.heads, dim // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(keys), split(values))
+        return self.to_out(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class RefinerBlock(nn.Module):
+    """A DiT block with adaLN-Zero modulation and optional cross-attention to the text tokens."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, context_dim: int | None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attention = _Attention(dim, heads)
+        self.cross_attention = _Attention(dim, heads, context_dim) if context_dim else None
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if context_dim else None
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.modulation = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, conditioning: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(conditioning)).chunk(6, dim=-1)
+        x = x + gate1[:, None] * self.attention(_modulate(self.norm1(x), shift1, scale1))
+        if self.cross_attention is not None and context is not None:
+            x = x + self.cross_attention(self.norm_cross(x), context)
+        return x + gate2[:, None] * self.mlp(_modulate(self.norm2(x), shift2, scale2))
+
+
+def sincos_position_embedding(coordinates: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed sin/cos embedding of token coordinates ``(N, k)``: ``dim // k`` channels per coordinate, zero-padded."""
+    count = coordinates.shape[-1]
+    per_coordinate = (dim // count) // 2 * 2
+    half = per_coordinate // 2
+    frequencies = torch.exp(
+        -math.log(10000.0) * torch.arange(half, device=coordinates.device, dtype=torch.float32) / max(half, 1)
+    )
+    angles = coordinates.to(torch.float32)[..., None] * frequencies  # (N, k, half)
+    embedding = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+    return F.pad(embedding, (0, dim - embedding.shape[-1]))
+
+
+class VelocityRefiner(ModelMixin, ConfigMixin):
+    """Predicts the velocity change for FlowTurbo's R steps; see the module docstring and ``docs/refiner.md``.
+
+    Build one sized for a base model with :meth:`for_transformer`; load one with ``from_pretrained``.
+
+    Args:
+        layout (`str`): `"image"` (B, C, H, W), `"sequence"` (B, L, C) packed tokens, or `"video"` (B, C, F, H, W).
+        in_channels (`int`): Channels (or token width) of the latent.
+        out_channels (`int`, *optional*): Channels of the velocity; defaults to `in_channels`.
+        patch_size (`list[int]`): Patch size per spatial axis (one value for images, three for videos, `[1]` for
+            sequences).
+        hidden_size, num_layers, num_attention_heads, mlp_ratio: Size of the transformer blocks.
+        pooled_dim (`int`, *optional*): Width of pooled text embeddings, fed through adaLN.
+        context_dim (`int`, *optional*): Width of the encoder hidden states.
+        cross_attention (`bool`): Attend to the encoder hidden states (needs `context_dim`).
+        guidance_embeds (`bool`): Condition on the guidance scale (guidance-distilled models such as Flux-dev).
+        base_model (`str`, *optional*): Name or Hub id of the model this refiner was made for.
+        base_fingerprint (`dict`, *optional*): The base transformer's fingerprint; checked before sampling.
+        recommended_plans (`list[str]`): Plans to offer users, best first.
+        training_info (`dict`, *optional*): How the refiner was trained and what it measured (for the model card).
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        layout: str = IMAGE,
+        in_channels: int = 16,
+        out_channels: int | None = None,
+        patch_size: list[int] | tuple[int, ...] = (2,),
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        num_attention_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        pooled_dim: int | None = None,
+        context_dim: int | None = None,
+        cross_attention: bool = False,
+        guidance_embeds: bool = False,
+        base_model: str | None = None,
+        base_fingerprint: dict | None = None,
+        recommended_plans: list[str] | tuple[str, ...] = ("H1P5R3", "H1P*R3"),
+        training_info: dict | None = None,
+    ):
+        super().__init__()
+        if layout not in (IMAGE, SEQUENCE, VIDEO):
+            raise ValueError(f"layout must be 'image', 'sequence' or 'video', got {layout!r}.")
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}.")
+        if cross_attention and not context_dim:
+            raise ValueError("cross_attention=True needs context_dim (the width of the encoder hidden states).")
+        out_channels = out_channels or in_channels
+        patch = tuple(patch_size) if layout != SEQUENCE else (1,)
+        patch = patch * 2 if layout == IMAGE and len(patch) == 1 else patch
+        self.patch = patch
+        inputs = in_channels + out_channels
+        if layout == IMAGE:
+            self.embed = nn.Conv2d(inputs, hidden_size, kernel_size=patch, stride=patch)
+        elif layout == VIDEO:
+            self.embed = nn.Conv3d(inputs, hidden_size, kernel_size=patch, stride=patch)
+        else:
+            self.embed = nn.Linear(inputs, hidden_size)
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(256, hidden_size)
+        self.pooled_embed = TimestepEmbedding(pooled_dim, hidden_size) if pooled_dim else None
+        self.guidance_embed = TimestepEmbedding(256, hidden_size) if guidance_embeds else None
+        context_width = context_dim if cross_attention else None
+        self.blocks = nn.ModuleList(
+            [RefinerBlock(hidden_size, num_attention_heads, mlp_ratio, context_width) for _ in range(num_layers)]
+        )
+        self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.modulation_out = nn.Linear(hidden_size, 2 * hidden_size)
+        self.proj_out = nn.Linear(hidden_size, math.prod(patch) * out_channels)
+        for layer in (self.modulation_out, self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Forward
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        velocity: torch.Tensor,
+        sigma: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return the velocity offset (shape of ``velocity``) at ``(sample, sigma)`` given ``velocity``.
+
+        ``sigma`` is in [0, 1] with shape ``(B,)``; ``positions`` are Flux-style token coordinates ``(L, k)`` for the
+        sequence layout (token order is used without them).
+        """
+        dtype = self.embed.weight.dtype
+        tokens, grid = self._tokens(torch.cat([sample, velocity], dim=-1 if self.config.layout == SEQUENCE else 1).to(dtype))
+        coordinates = self._coordinates(grid, positions, tokens)
+        tokens = tokens + sincos_position_embedding(coordinates, tokens.shape[-1]).to(dtype)
+        conditioning = self.time_embed(self.time_proj(sigma.to(torch.float32) * 1000).to(dtype))
+        if self.pooled_embed is not None and pooled is not None:
+            conditioning = conditioning + self.pooled_embed(pooled.to(dtype))
+        if self.guidance_embed is not None and guidance is not None:
+            conditioning = conditioning + self.guidance_embed(self.time_proj(guidance.to(torch.float32) * 1000).to(dtype))
+        context = context.to(dtype) if context is not None and self.config.cross_attention else None
+        for block in self.blocks:
+            tokens = block(tokens, conditioning, context)
+        shift, scale = self.modulation_out(F.silu(conditioning)).chunk(2, dim=-1)
+        tokens = self.proj_out(_modulate(self.norm_out(tokens), shift, scale))
+        return self._untokens(tokens, grid, velocity.shape).to(velocity.dtype)
+
+    def _tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        embedded = self.embed(inputs)
+        if self.config.layout == SEQUENCE:
+            return embedded, (embedded.shape[1],)
+        grid = tuple(embedded.shape[2:])
+        return embedded.flatten(2).transpose(1, 2), grid
+
+    def _coordinates(self, grid: tuple[int, ...], positions: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        if self.config.layout == SEQUENCE and positions is not None:
+            return positions[0] if positions.dim() == 3 else positions
+        axes = [torch.arange(n, device=tokens.device, dtype=torch.float32) for n in grid]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
+
+    def _untokens(self, tokens: torch.Tensor, grid: tuple[int, ...], shape: torch.Size) -> torch.Tensor:
+        if self.config.layout == SEQUENCE:
+            return tokens
+        batch, channels = shape[0], shape[1]
+        tokens = tokens.reshape(batch, *grid, *self.patch, channels)
+        axes = len(grid)
+        # (B, g1..gk, p1..pk, C) -> (B, C, g1, p1, ..., gk, pk)
+        order = [0, 2 * axes + 1] + [i for pair in zip(range(1, axes + 1), range(axes + 1, 2 * axes + 1)) for i in pair]
+        return tokens.permute(*order).reshape(shape)
+
+    def refine(self, call: TransformerCall, velocity: torch.Tensor) -> torch.Tensor:
+        """The refined velocity ``velocity + refiner(...)`` for one routed transformer call (method.md, R step)."""
+        return velocity + self(
+            call.sample, velocity, call.sigma, call.pooled, call.context, call.guidance, call.positions
+        ).to(velocity.dtype)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Sizing and compatibility
+    # ----------------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def config_for_transformer(
+        cls, transformer: torch.nn.Module, max_parameter_fraction: float = DEFAULT_MAX_PARAMETER_FRACTION, **overrides
+    ) -> dict[str, Any]:
+        """A refiner config for ``transformer``: one block at the base width, narrowed until it has at most
+        ``max_parameter_fraction`` of the base's parameters (unless ``hidden_size`` is given)."""
+        adapter = adapter_for(transformer)
+        config = transformer.config
+        fingerprint = adapter.fingerprint(config)
+        heads = config.get("num_attention_heads", 4)
+        width = heads * config.get("attention_head_dim", 64)
+        defaults = dict(
+            layout=adapter.layout,
+            in_channels=fingerprint["in_channels"],
+            out_channels=fingerprint["out_channels"],
+            patch_size=fingerprint["patch_size"],
+            hidden_size=width,
+            num_layers=1,
+            num_attention_heads=heads,
+            pooled_dim=fingerprint["pooled_dim"],
+            context_dim=fingerprint["context_dim"],
+            cross_attention=fingerprint["pooled_dim"] is None,  # no pooled text: attend to the tokens instead
+            guidance_embeds=fingerprint["guidance_embeds"],
+            base_model=config.get("_name_or_path") or None,
+            base_fingerprint=fingerprint,
+        )
+        defaults.update(overrides)
+        if "hidden_size" not in overrides:
+            budget = max_parameter_fraction * sum(p.numel() for p in transformer.parameters())
+            step = 2 * defaults["num_attention_heads"]
+            while defaults["hidden_size"] > 4 * step and cls.count_parameters(defaults) > budget:
+                defaults["hidden_size"] = max(4 * step, (int(defaults["hidden_size"] * 0.875) // step) * step)
+        return defaults
+
+    @classmethod
+    def for_transformer(
+        cls, transformer: torch.nn.Module, max_parameter_fraction: float = DEFAULT_MAX_PARAMETER_FRACTION, **overrides
+    ) -> VelocityRefiner:
+        """A new (zero-initialised) refiner sized for ``transformer``, on its device and dtype."""
+        config = cls.config_for_transformer(transformer, max_parameter_fraction, **overrides)
+        parameter = next(transformer.parameters())
+        return cls(**config).to(device=parameter.device, dtype=parameter.dtype)
+
+    @classmethod
+    def count_parameters(cls, config: dict[str, Any]) -> int:
+        """Parameters of a refiner with ``config``, counted without allocating weights."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in cls(**config).parameters())
+
+    def check_compatible(self, transformer: torch.nn.Module) -> None:
+        """Raise a ``ValueError`` naming every difference if this refiner was not made for ``transformer``."""
+        expected = self.config.base_fingerprint
+        if not expected:
+            raise ValueError(
+                "This refiner records no base-model fingerprint, so it cannot be checked against the pipeline. Build "
+                "refiners with VelocityRefiner.for_transformer(pipe.transformer)."
+            )
+        actual = adapter_for(transformer).fingerprint(transformer.config)
+        differences = [f"{key}: refiner {expected.get(key)!r}, pipeline {actual[key]!r}" for key in actual
+                       if _normalise(expected.get(key)) != _normalise(actual[key])]
+        if differences:
+            made_for = self.config.base_model or "another base model"
+            raise ValueError(
+                f"This refiner was made for {made_for} and does not fit this pipeline's transformer "
+                f"({'; '.join(differences)}). Use a refiner trained for this model, or train one with "
+                "`flowturbo train-refiner --model <this model>`."
+            )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Saving, loading, Hub
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs) -> None:
+        """Write ``config.json``, the weights as safetensors and a ``README.md`` model card, atomically.
+
+        The folder is assembled next to ``save_directory`` and moved into place, so an interrupted save never leaves
+        a half-written refiner. Pickle serialisation is refused.
+        """
+        if kwargs.pop("safe_serialization", True) is False:
+            raise ValueError("VelocityRefiner weights are saved as safetensors only; drop safe_serialization=False.")
+        if kwargs.pop("push_to_hub", False):
+            raise ValueError("Use refiner.push_to_hub(repo_id) to upload a refiner.")
+        from .model_card import refiner_model_card
+
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            super().save_pretrained(staging, *args, safe_serialization=True, **kwargs)
+            refiner_model_card(self, repo_id=repo_id or str(target)).save(staging / "README.md")
+            _replace_directory(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload FlowTurbo velocity refiner",
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Upload the same files ``save_pretrained`` writes (config, safetensors weights, model card)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(Path(folder) / "refiner", repo_id=repo_id)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=Path(folder) / "refiner",
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> VelocityRefiner:
+        """Load a refiner from a local folder or a Hub repo (``revision=``, ``subfolder=``, ``local_files_only=``...).
+
+        Weights load from safetensors only; a missing, corrupt or pickle-only checkpoint, or a folder holding
+        something other than a VelocityRefiner, raises :class:`RefinerLoadError` saying what to do.
+        """
+        if kwargs.pop("use_safetensors", True) is False:
+            raise ValueError("VelocityRefiner loads safetensors weights only; drop use_safetensors=False.")
+        where = str(pretrained_model_name_or_path) + (f" (subfolder {kwargs['subfolder']!r})" if kwargs.get("subfolder") else "")
+        config = cls._load_refiner_config(pretrained_model_name_or_path, where, kwargs)
+        if config.get("_class_name") != cls.__name__:
+            raise RefinerLoadError(
+                f"{where} holds a {config.get('_class_name') or 'model without _class_name'}, not a VelocityRefiner."
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True, **kwargs)
+        except Exception as error:  # re-raised with the cause attached and a message that says what to do
+            raise RefinerLoadError(_explain_load_error(error, where)) from error
+
+    @classmethod
+    def _load_refiner_config(cls, path, where: str, kwargs: dict) -> dict:
+        config_keys = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+        try:
+            return cls.load_config(path, **{k: kwargs[k] for k in config_keys if k in kwargs})
+        except Exception as error:
+            raise RefinerLoadError(
+                f"Could not read a refiner config.json from {where}: {error}. Pass a folder written by "
+                "VelocityRefiner.save_pretrained or a Hub repo made with push_to_hub."
+            ) from error
+
+
+def _explain_load_error(error: Exception, where: str) -> str:
+    message = str(error)
+    if "safetensors" in message and ("no file named" in message or "does not appear to have" in message):
+        return (
+            f"{where} has no {WEIGHTS_NAME}. FlowTurbo loads weights from safetensors only (never pickle); if the "
+            "folder holds a .bin checkpoint, load it once with torch in a trusted environment and re-save it with "
+            "refiner.save_pretrained(...)."
+        )
+    if any(token in message for token in ("deserializ", "header", "Unable to load weights", "invalid", "corrupt")):
+        return f"The weights in {where} are corrupt or truncated ({message}). Save or download the refiner again."
+    if "size mismatch" in message or "Cannot load" in message or "shape" in message:
+        return f"The weights in {where} do not match its config.json ({message}); the folder mixes two refiners."
+    return f"Could not load the refiner from {where}: {message}"
+
+
+def _normalise(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, replacing an existing ``target`` only once the new folder is complete."""
+    if not target.exists():
+        os.replace(source, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, retired / "content")
+    os.replace(source, target)
+    shutil.rmtree(retired, ignore_errors=True)

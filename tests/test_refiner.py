@@ -1,0 +1,161 @@
+"""VelocityRefiner as a model: layouts, zero initialisation, sizing, safetensors-only loading, model card."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_pipe
+from diffusers import SD3Transformer2DModel
+
+from flowturbo_diffusers import VelocityRefiner
+from flowturbo_diffusers.refiner import RefinerLoadError
+
+
+@pytest.mark.parametrize(
+    "config, shape",
+    [
+        (dict(layout="image", in_channels=4, patch_size=[2], pooled_dim=8), (2, 4, 8, 8)),
+        (dict(layout="sequence", in_channels=12, context_dim=6, cross_attention=True), (2, 10, 12)),
+        (dict(layout="video", in_channels=4, patch_size=[1, 2, 2]), (2, 4, 3, 8, 8)),
+    ],
+)
+def test_every_layout_returns_an_offset_shaped_like_the_velocity(config, shape):
+    refiner = VelocityRefiner(hidden_size=16, num_attention_heads=2, **config)
+    torch.nn.init.normal_(refiner.proj_out.weight)
+    x, v = torch.randn(shape), torch.randn(shape)
+    offset = refiner(x, v, torch.rand(2), pooled=torch.randn(2, 8), context=torch.randn(2, 5, 6))
+    assert offset.shape == v.shape and offset.abs().sum() > 0
+
+
+def test_patches_are_put_back_where_they_came_from():
+    """With an identity-like embedding of the velocity, the untokenised output must equal the input layout."""
+    refiner = VelocityRefiner(layout="image", in_channels=1, hidden_size=8, num_attention_heads=2, patch_size=[2])
+    tokens, grid = refiner._tokens(torch.zeros(1, 2, 4, 6))
+    value = torch.arange(24.0).reshape(1, 1, 4, 6)
+    patches = value.reshape(1, 1, 2, 2, 3, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, 6, 4)
+    torch.testing.assert_close(refiner._untokens(patches, grid, value.shape), value)
+
+
+def test_untrained_refiner_returns_the_given_velocity(sd3_pipe):
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer)
+    x, v = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    assert torch.equal(refiner(x, v, torch.rand(2), pooled=torch.randn(2, 32)), torch.zeros_like(v))
+
+
+def test_default_size_is_one_block_at_most_five_percent_of_a_real_sized_base():
+    with torch.device("meta"):
+        base = SD3Transformer2DModel(
+            sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=12, attention_head_dim=32,
+            num_attention_heads=8, joint_attention_dim=512, caption_projection_dim=256, pooled_projection_dim=256,
+        )
+    config = VelocityRefiner.config_for_transformer(base)
+    fraction = VelocityRefiner.count_parameters(config) / sum(p.numel() for p in base.parameters())
+    assert config["num_layers"] == 1 and config["hidden_size"] <= 256
+    assert 0.02 < fraction <= 0.05
+
+
+def test_config_records_the_base_fingerprint(sd3_pipe):
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer, base_model="org/tiny-sd3")
+    assert refiner.config.base_model == "org/tiny-sd3"
+    assert refiner.config.base_fingerprint == {
+        "transformer": "SD3Transformer2DModel", "layout": "image", "in_channels": 16, "out_channels": 16,
+        "patch_size": [2], "pooled_dim": 32, "context_dim": 32, "guidance_embeds": False,
+    }
+
+
+def test_unknown_transformers_get_a_clear_error():
+    with pytest.raises(ValueError, match="do not support Linear yet"):
+        VelocityRefiner.for_transformer(torch.nn.Linear(2, 2))
+
+
+@pytest.fixture
+def saved_refiner(tmp_path, sd3_pipe):
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer, base_model="org/tiny-sd3")
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.02)
+    refiner.save_pretrained(tmp_path / "refiner")
+    return refiner, tmp_path / "refiner"
+
+
+def test_save_writes_config_safetensors_and_a_model_card(saved_refiner):
+    refiner, folder = saved_refiner
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+    loaded = VelocityRefiner.from_pretrained(folder)
+    for (name, a), (_, b) in zip(refiner.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: diffusers" in card and "base_model: org/tiny-sd3" in card
+    assert "- flowturbo" in card and "license: apache-2.0" in card
+    assert "FlowTurboPipeline.from_pretrained" in card and "## Recommended plans" in card
+    assert "| `H1P5R3` | 9 | 7 | 6 |" in card and "## Training" in card and "## Metrics" in card
+
+
+def test_training_info_fills_the_card(sd3_pipe, tmp_path):
+    refiner = VelocityRefiner.for_transformer(
+        sd3_pipe.transformer, training_info={"steps": 300, "final_loss": 0.0123, "metrics": {"rmse": 0.5}}
+    )
+    refiner.save_pretrained(tmp_path / "r")
+    card = (tmp_path / "r" / "README.md").read_text()
+    assert "- **steps**: 300" in card and "- **final loss**: 0.0123" in card and "- **rmse**: 0.5" in card
+
+
+def test_save_replaces_an_existing_folder_only_when_complete(saved_refiner, monkeypatch):
+    refiner, folder = saved_refiner
+    before = (folder / "diffusion_pytorch_model.safetensors").read_bytes()
+
+    def failing_card(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("flowturbo_diffusers.model_card.refiner_model_card", failing_card)
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.5)
+    with pytest.raises(RuntimeError, match="disk full"):
+        refiner.save_pretrained(folder)
+    assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["refiner"]  # no staging folder left behind
+
+
+def test_missing_weights_are_a_clear_error(saved_refiner):
+    _, folder = saved_refiner
+    (folder / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(RefinerLoadError, match="has no diffusion_pytorch_model.safetensors"):
+        VelocityRefiner.from_pretrained(folder)
+
+
+def test_a_pickle_only_checkpoint_is_refused(saved_refiner):
+    refiner, folder = saved_refiner
+    (folder / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(refiner.state_dict(), folder / "diffusion_pytorch_model.bin")
+    with pytest.raises(RefinerLoadError, match="safetensors only"):
+        VelocityRefiner.from_pretrained(folder)
+
+
+def test_corrupt_weights_are_refused(saved_refiner):
+    _, folder = saved_refiner
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
+    with pytest.raises(RefinerLoadError, match="corrupt or truncated"):
+        VelocityRefiner.from_pretrained(folder)
+
+
+def test_weights_that_do_not_match_the_config_are_refused(saved_refiner):
+    _, folder = saved_refiner
+    config = json.loads((folder / "config.json").read_text())
+    config["hidden_size"] = 64
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RefinerLoadError, match="do not match its config.json"):
+        VelocityRefiner.from_pretrained(folder)
+
+
+def test_a_folder_holding_another_model_is_refused(tmp_path):
+    make_pipe("sd3").vae.save_pretrained(tmp_path / "vae")
+    with pytest.raises(RefinerLoadError, match="holds a AutoencoderKL, not a VelocityRefiner"):
+        VelocityRefiner.from_pretrained(tmp_path / "vae")
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(RefinerLoadError, match="Could not read a refiner config.json"):
+        VelocityRefiner.from_pretrained(tmp_path / "nothing-here", local_files_only=True)
+
+
+def test_pickle_saving_is_refused(sd3_pipe, tmp_path):
+    with pytest.raises(ValueError, match="safetensors only"):
+        VelocityRefiner.for_transformer(sd3_pipe.transformer).save_pretrained(tmp_path, safe_serialization=False)
