@@ -103,6 +103,11 @@ class Plan:
         return sum(count for _, count in self.segments if count is not None)
 
     @property
+    def has_refiner_steps(self) -> bool:
+        """Whether the plan has R steps (which need a refiner)."""
+        return any(kind == REFINER for kind, _ in self.segments)
+
+    @property
     def num_steps(self) -> int | None:
         """The plan's step count, or ``None`` for a fill plan (its count comes from the pipeline)."""
         return None if self.is_fill else self.fixed_steps

@@ -1,0 +1,208 @@
+"""FlowTurboPipeline: the user's usual diffusers pipeline class, with FlowTurbo plans and a refiner plugged in.
+
+``FlowTurboPipeline.from_pretrained(base, refiner=..., plan=...)`` reads the base model's pipeline class (as diffusers'
+AutoPipeline does) and returns an instance of that class mixed with :class:`FlowTurboPipelineMixin`: the same
+``__call__``, components, LoRA and offloading API, plus the FlowTurbo scheduler and refiner routing for each call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+from diffusers.utils import logging
+
+from .plan import DEFAULT_PLAN, Plan
+from .refiner import VelocityRefiner
+from .routing import route_refiner_steps
+from .scheduler import FlowTurboScheduler
+
+logger = logging.get_logger(__name__)
+
+REFINER_SUBFOLDER = "refiner"
+_MIXED_CLASSES: dict[type, type] = {}
+
+
+class FlowTurboPipelineMixin:
+    """Adds FlowTurbo to a diffusers pipeline class: ``set_plan``, ``load_refiner`` and refiner routing per call.
+
+    After each call, ``last_evaluation_counts`` holds ``{"base": transformer evaluations, "refiner": refiner
+    evaluations}`` (per guidance branch call, as the pipeline made them).
+    """
+
+    refiner: VelocityRefiner | None = None
+    last_evaluation_counts: dict[str, int] | None = None
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Configuration
+    # ----------------------------------------------------------------------------------------------------------------
+
+    @property
+    def plan(self) -> Plan:
+        """The sampling plan of the FlowTurbo scheduler."""
+        return self.scheduler.plan
+
+    def set_plan(self, plan: str | Plan) -> None:
+        """Use ``plan`` from the next call on (the scheduler becomes a FlowTurboScheduler if it is not one)."""
+        parsed = Plan.parse(plan)
+        self._require_refiner_for(parsed)
+        if isinstance(self.scheduler, FlowTurboScheduler):
+            self.scheduler.set_plan(parsed)
+        else:
+            self.scheduler = FlowTurboScheduler.from_config(self.scheduler.config, plan=str(parsed))
+
+    def load_refiner(self, refiner: str | os.PathLike | VelocityRefiner, **kwargs) -> VelocityRefiner:
+        """Attach a refiner (a ``VelocityRefiner``, a local folder or a Hub repo id; ``kwargs`` go to
+        ``from_pretrained``), after checking that it was made for this pipeline's transformer."""
+        if not isinstance(refiner, VelocityRefiner):
+            refiner = VelocityRefiner.from_pretrained(refiner, **kwargs)
+        refiner.check_compatible(self.transformer)
+        self.refiner = refiner.eval().requires_grad_(False)
+        return refiner
+
+    def unload_refiner(self) -> None:
+        """Detach the refiner; plans with R steps are refused until another one is loaded."""
+        self._require_refiner_for(self.plan, refiner=None)
+        self.refiner = None
+
+    def _require_refiner_for(self, plan: Plan, refiner: VelocityRefiner | None | str = "current") -> None:
+        refiner = self.refiner if refiner == "current" else refiner
+        if refiner is None and plan.has_refiner_steps:
+            raise ValueError(
+                f"Plan '{plan}' has refiner (R) steps but no refiner is loaded. Load one with "
+                "pipe.load_refiner(repo_or_path) or FlowTurboPipeline.from_pretrained(..., refiner=...), or use a "
+                "training-free plan such as 'H1P*'."
+            )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Calling
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        """The pipeline's own ``__call__``, run with FlowTurbo's plan; R evaluations go to the refiner.
+
+        If the plan has a fixed step count and ``num_inference_steps`` is not given, the plan's count is used.
+        """
+        plan = self.plan
+        self._require_refiner_for(plan)
+        bound = inspect.signature(super().__call__).bind_partial(*args, **kwargs).arguments
+        if plan.num_steps is not None and not {"num_inference_steps", "sigmas", "timesteps"} & bound.keys():
+            kwargs["num_inference_steps"] = plan.num_steps
+        if self.refiner is not None:
+            self.refiner.to(device=self._execution_device, dtype=self.transformer.dtype)
+        with route_refiner_steps(self.transformer, self.refiner, self.scheduler) as routing:
+            output = super().__call__(*args, **kwargs)
+        self.last_evaluation_counts = dict(routing.counts)
+        return output
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Saving
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """Save the pipeline (its scheduler now a FlowTurboScheduler with the plan) and the refiner in ``refiner/``."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        # Record the base class, so that plain diffusers (DiffusionPipeline.from_pretrained) can load the folder too.
+        index_file = Path(save_directory) / "model_index.json"
+        index = json.loads(index_file.read_text())
+        index["_class_name"] = _base_class(type(self)).__name__
+        index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        if self.refiner is not None:
+            self.refiner.save_pretrained(Path(save_directory) / REFINER_SUBFOLDER)
+
+
+def _base_class(mixed_class: type) -> type:
+    return next(c for c in mixed_class.__mro__ if c is not FlowTurboPipelineMixin and not issubclass(c, FlowTurboPipelineMixin))
+
+
+def flowturbo_class(pipeline_class: type) -> type:
+    """The class mixing :class:`FlowTurboPipelineMixin` into ``pipeline_class`` (created once, then cached)."""
+    if issubclass(pipeline_class, FlowTurboPipelineMixin):
+        return pipeline_class
+    if pipeline_class not in _MIXED_CLASSES:
+        _MIXED_CLASSES[pipeline_class] = type(
+            f"FlowTurbo{pipeline_class.__name__}",
+            (FlowTurboPipelineMixin, pipeline_class),
+            {"__module__": __name__, "__doc__": f"{pipeline_class.__name__} with FlowTurbo sampling."},
+        )
+    return _MIXED_CLASSES[pipeline_class]
+
+
+class FlowTurboPipeline:
+    """Entry point, like diffusers' ``AutoPipelineForText2Image``: it builds the base model's own pipeline class.
+
+    Not instantiable itself; use :meth:`from_pretrained` or :meth:`from_pipe`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise EnvironmentError(
+            "FlowTurboPipeline is built with FlowTurboPipeline.from_pretrained(base, refiner=..., plan=...) or "
+            "FlowTurboPipeline.from_pipe(pipe, ...)."
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        refiner: str | os.PathLike | VelocityRefiner | None = None,
+        plan: str | None = None,
+        refiner_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Load ``base`` with its usual pipeline class, swap in FlowTurboScheduler and attach a refiner.
+
+        Args:
+            pretrained_model_name_or_path: The base pipeline (Hub id or local folder).
+            refiner: A ``VelocityRefiner``, a folder or Hub id; ``None`` uses the base folder's ``refiner/`` subfolder
+                if there is one; ``False`` loads none.
+            plan: The sampling plan; defaults to the refiner's first recommended plan, or ``"H1P*"`` without one.
+            refiner_kwargs: Extra arguments for ``VelocityRefiner.from_pretrained`` (``revision``, ``subfolder``...).
+            kwargs: Passed to the pipeline's ``from_pretrained`` (``torch_dtype``, ``variant``, ``revision``...).
+        """
+        from diffusers import DiffusionPipeline
+
+        config = DiffusionPipeline.load_config(
+            pretrained_model_name_or_path,
+            **{k: kwargs[k] for k in ("cache_dir", "local_files_only", "token", "revision") if k in kwargs},
+        )
+        pipeline_class = _pipeline_class(config["_class_name"])
+        pipe = flowturbo_class(pipeline_class).from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if refiner is None:
+            local = Path(str(pretrained_model_name_or_path)) / REFINER_SUBFOLDER
+            refiner = local if (local / "config.json").is_file() else False
+        return _configure(pipe, refiner, plan, refiner_kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, refiner: str | os.PathLike | VelocityRefiner | None = None, plan: str | None = None,
+                  refiner_kwargs: dict | None = None, **kwargs):
+        """Wrap an already loaded pipeline: same components (no copy), a FlowTurbo scheduler of its own."""
+        pipe = flowturbo_class(type(pipeline)).from_pipe(pipeline, **kwargs)
+        pipe.scheduler = FlowTurboScheduler.from_config(pipeline.scheduler.config)
+        if refiner is None:
+            refiner = getattr(pipeline, "refiner", None) or False
+        return _configure(pipe, refiner, plan, refiner_kwargs)
+
+
+def _pipeline_class(class_name: str) -> type:
+    import diffusers
+
+    name = class_name[len("FlowTurbo"):] if class_name.startswith("FlowTurbo") else class_name
+    pipeline_class = getattr(diffusers, name, None)
+    if pipeline_class is None:
+        raise ValueError(f"model_index.json names pipeline class {class_name!r}, which diffusers does not have.")
+    return pipeline_class
+
+
+def _configure(pipe, refiner, plan: str | None, refiner_kwargs: dict | None):
+    if refiner is not False and refiner is not None:
+        pipe.load_refiner(refiner, **(refiner_kwargs or {}))
+    if plan is None:
+        saved = pipe.scheduler.config.get("plan") if isinstance(pipe.scheduler, FlowTurboScheduler) else None
+        plan = saved or (list(pipe.refiner.config.recommended_plans)[0] if pipe.refiner is not None else DEFAULT_PLAN)
+    pipe.set_plan(plan)
+    return pipe
+
+
+__all__ = ["FlowTurboPipeline", "FlowTurboPipelineMixin", "flowturbo_class"]

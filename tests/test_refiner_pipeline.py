@@ -1,0 +1,189 @@
+"""VelocityRefiner inside FlowTurboPipeline: routing of R evaluations, guidance branches, offloading, bad inputs."""
+
+import json
+
+import pytest
+import torch
+from conftest import call, make_pipe
+from diffusers import StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline
+
+from flowturbo_diffusers import FlowTurboPipeline, FlowTurboPipelineMixin, FlowTurboScheduler, Plan, VelocityRefiner
+
+
+# The tiny SD3 pipeline has no T5 encoder; diffusers needs that said explicitly when loading it from a folder.
+NO_T5 = dict(text_encoder_3=None, tokenizer_3=None)
+
+
+class OracleRefiner(VelocityRefiner):
+    """Its offset is the base model's velocity minus the velocity it is given: R steps then become exact H steps."""
+
+    def refine(self, call, velocity):
+        return call.evaluate_base()
+
+
+def oracle_for(pipe):
+    return OracleRefiner(**VelocityRefiner.config_for_transformer(pipe.transformer))
+
+
+def refined_and_heun(kind, call_kwargs, plan="H1P5R3", build=None, **pipe_kwargs):
+    base = make_pipe(kind, **pipe_kwargs)
+    pipe = FlowTurboPipeline.from_pipe(build(base) if build else base, refiner=oracle_for(base), plan=plan)
+    pipe.set_progress_bar_config(disable=True)
+    refined = call(pipe, kind, **call_kwargs)
+    counts = pipe.last_evaluation_counts
+    pipe.set_plan(plan.replace("R", "H"))
+    heun = call(pipe, kind, **call_kwargs)
+    return refined, heun, counts
+
+
+@pytest.mark.parametrize(
+    "kind, call_kwargs, pipe_kwargs",
+    [
+        ("sd3", {}, {}),
+        ("sd3", dict(skip_guidance_layers=[1], skip_layer_guidance_start=0.0, skip_layer_guidance_stop=1.0), {}),
+        ("flux", dict(guidance_scale=3.5), dict(guidance_embeds=True)),
+        ("flux", dict(negative_prompt="green", true_cfg_scale=2.5), {}),
+        ("sana", {}, {}),
+        ("wan", {}, {}),
+    ],
+    ids=["sd3-cfg", "sd3-skip-layer-guidance", "flux-guidance-embeds", "flux-true-cfg", "sana", "wan"],
+)
+def test_oracle_refiner_makes_R_steps_exact_heun_steps(kind, call_kwargs, pipe_kwargs):
+    refined, heun, counts = refined_and_heun(kind, call_kwargs, **pipe_kwargs)
+    torch.testing.assert_close(refined, heun, rtol=1e-5, atol=1e-5)
+    assert counts["refiner"] >= 6
+
+
+@pytest.mark.parametrize("strength", [0.15, 0.1], ids=["start-of-R-step", "predicted-point-of-R-step"])
+def test_oracle_refiner_in_img2img_starting_inside_the_R_block(strength):
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    refined, heun, counts = refined_and_heun(
+        "sd3", dict(image=image, strength=strength), build=StableDiffusion3Img2ImgPipeline.from_pipe
+    )
+    torch.testing.assert_close(refined, heun, rtol=1e-5, atol=1e-5)
+    # SD3 starts at entry int(9 * (1 - strength)) = 7 or 8, inside the R block; the first R evaluation there has no
+    # earlier velocity and asks the base model.
+    assert counts["base"] >= 1 and counts["refiner"] >= 3
+
+
+def record_step_inputs(scheduler):
+    records = []
+    step = scheduler.step
+
+    def recording_step(model_output, timestep, sample, *args, **kwargs):
+        records.append((model_output.clone(), sample.clone()))
+        return step(model_output, timestep, sample, *args, **kwargs)
+
+    scheduler.step = recording_step
+    return records
+
+
+@pytest.mark.parametrize(
+    "kind, call_kwargs",
+    [("sd3", {}), ("flux", dict(negative_prompt="green", true_cfg_scale=2.5)), ("wan", {})],
+    ids=["sd3-batched-cfg", "flux-true-cfg", "wan-separate-cfg"],
+)
+def test_zero_initialised_refiner_gives_euler_steps_with_the_frozen_last_velocity(kind, call_kwargs):
+    base = make_pipe(kind)
+    pipe = FlowTurboPipeline.from_pipe(base, refiner=VelocityRefiner.for_transformer(base.transformer), plan="H1P5R3")
+    records = record_step_inputs(pipe.scheduler)
+    final = call(pipe, kind, **call_kwargs)
+    grid = pipe.scheduler.sigma_grid
+    # Entry 6 is P5's evaluation: its guided velocity is the last base velocity; the step after it returns x_6.
+    last_velocity = records[6][0].float()
+    x6 = records[7][1].float()
+    expected = x6 + (grid[9] - grid[6]) * last_velocity
+    torch.testing.assert_close(final.float(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("plan, steps", [("H1P5R3", None), ("H2P2R2", None), ("H1P*R2", 7), ("E2R3", None)])
+def test_base_and_refiner_calls_follow_the_plan(sd3_pipe, plan, steps):
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=VelocityRefiner.for_transformer(sd3_pipe.transformer), plan=plan)
+    base_blocks, refiner_calls = [], []
+    pipe.transformer.transformer_blocks[0].register_forward_pre_hook(lambda *a: base_blocks.append(1))
+    pipe.refiner.register_forward_pre_hook(lambda *a: refiner_calls.append(1))
+    call(pipe, "sd3", **({"num_inference_steps": steps} if steps else {}))
+    expected = Plan.parse(plan).count_evaluations(steps)
+    assert len(base_blocks) == expected["base"] and len(refiner_calls) == expected["refiner"]
+    assert pipe.last_evaluation_counts == expected
+
+
+def test_R_steps_are_routed_with_cpu_offload_and_on_repeated_calls(sd3_pipe):
+    plain = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=oracle_for(sd3_pipe), plan="H1P5R3")
+    expected = call(plain, "sd3")
+    pipe = FlowTurboPipeline.from_pipe(make_pipe("sd3"), refiner=oracle_for(sd3_pipe), plan="H1P5R3")
+    pipe.enable_model_cpu_offload(device="cpu")
+    for _ in range(3):
+        torch.testing.assert_close(call(pipe, "sd3"), expected)
+        assert pipe.last_evaluation_counts == {"base": 7, "refiner": 6}
+    assert not pipe.transformer._diffusers_hook.hooks  # nothing left behind between calls
+
+
+def test_the_pipeline_is_the_base_models_usual_class(sd3_pipe, tmp_path):
+    sd3_pipe.save_pretrained(tmp_path / "base")
+    pipe = FlowTurboPipeline.from_pretrained(tmp_path / "base", plan="H1P*", **NO_T5)
+    assert isinstance(pipe, StableDiffusion3Pipeline) and isinstance(pipe, FlowTurboPipelineMixin)
+    assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
+    assert isinstance(pipe.scheduler, FlowTurboScheduler) and pipe.scheduler.config.shift == 3.0
+    assert pipe.refiner is None and str(pipe.plan) == "H1P*"
+
+
+def test_saved_flowturbo_pipeline_reloads_with_refiner_and_plan(sd3_pipe, tmp_path):
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer)
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.01)  # make it differ from a fresh refiner
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=refiner, plan="H1P2R2")
+    expected = call(pipe, "sd3")
+    pipe.save_pretrained(tmp_path / "turbo")
+    assert json.loads((tmp_path / "turbo" / "model_index.json").read_text())["_class_name"] == "StableDiffusion3Pipeline"
+    reloaded = FlowTurboPipeline.from_pretrained(tmp_path / "turbo", **NO_T5)
+    assert str(reloaded.plan) == "H1P2R2" and reloaded.refiner is not None
+    reloaded.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(call(reloaded, "sd3"), expected)
+    plain = StableDiffusion3Pipeline.from_pretrained(tmp_path / "turbo", **NO_T5)  # plain diffusers still loads it
+    assert isinstance(plain.scheduler, FlowTurboScheduler)
+
+
+def test_from_pipe_shares_modules_and_leaves_the_original_pipeline_alone(sd3_pipe):
+    before = call(sd3_pipe, "sd3", num_inference_steps=4)
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=oracle_for(sd3_pipe), plan="H1P2R1")
+    call(pipe, "sd3")
+    assert pipe.transformer is sd3_pipe.transformer
+    assert type(sd3_pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    torch.testing.assert_close(call(sd3_pipe, "sd3", num_inference_steps=4), before)
+
+
+def test_fixed_plan_sets_the_step_count_when_none_is_given(sd3_pipe):
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, plan="H1P3")
+    call(pipe, "sd3")
+    assert pipe.scheduler.num_inference_steps == 4
+
+
+def test_refiner_follows_the_pipeline_dtype(sd3_pipe):
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=VelocityRefiner.for_transformer(sd3_pipe.transformer), plan="H1P2R1")
+    pipe.to(torch.bfloat16)
+    latents = call(pipe, "sd3")
+    assert pipe.refiner.dtype == torch.bfloat16 and latents.dtype == torch.bfloat16
+
+
+def test_a_refiner_for_another_model_is_refused_before_sampling(sd3_pipe):
+    flux_refiner = VelocityRefiner.for_transformer(make_pipe("flux").transformer)
+    with pytest.raises(ValueError, match="does not fit this pipeline's transformer.*layout"):
+        FlowTurboPipeline.from_pipe(sd3_pipe, refiner=flux_refiner, plan="H1P5R3")
+    other_sd3 = VelocityRefiner.for_transformer(sd3_pipe.transformer)
+    other_sd3.register_to_config(base_fingerprint={**other_sd3.config.base_fingerprint, "in_channels": 4})
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, plan="H1P*")
+    with pytest.raises(ValueError, match="in_channels: refiner 4, pipeline 16"):
+        pipe.load_refiner(other_sd3)
+
+
+def test_an_R_plan_without_a_refiner_is_refused(sd3_pipe):
+    with pytest.raises(ValueError, match="no refiner is loaded"):
+        FlowTurboPipeline.from_pipe(sd3_pipe, plan="H1P5R3")
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, plan="H1P5")
+    with pytest.raises(ValueError, match="no refiner is loaded"):
+        pipe.set_plan("H1P*R2")
+
+
+def test_flowturbo_pipeline_cannot_be_instantiated_directly():
+    with pytest.raises(EnvironmentError, match="from_pretrained"):
+        FlowTurboPipeline()
