@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from diffusers.utils import logging
 
 from .plan import DEFAULT_PLAN, Plan
@@ -91,7 +92,7 @@ class FlowTurboPipelineMixin:
         if plan.num_steps is not None and not {"num_inference_steps", "sigmas", "timesteps"} & bound.keys():
             kwargs["num_inference_steps"] = plan.num_steps
         if self.refiner is not None:
-            self.refiner.to(device=self._execution_device, dtype=self.transformer.dtype)
+            _move(self.refiner, self._execution_device, self.transformer.dtype)
         with route_refiner_steps(self.transformer, self.refiner, self.scheduler) as routing:
             output = super().__call__(*args, **kwargs)
         self.last_evaluation_counts = dict(routing.counts)
@@ -170,19 +171,36 @@ class FlowTurboPipeline:
         pipeline_class = _pipeline_class(config["_class_name"])
         pipe = flowturbo_class(pipeline_class).from_pretrained(pretrained_model_name_or_path, **kwargs)
         if refiner is None:
-            local = Path(str(pretrained_model_name_or_path)) / REFINER_SUBFOLDER
-            refiner = local if (local / "config.json").is_file() else False
+            refiner = _local_refiner(pretrained_model_name_or_path)
         return _configure(pipe, refiner, plan, refiner_kwargs)
 
     @classmethod
     def from_pipe(cls, pipeline, refiner: str | os.PathLike | VelocityRefiner | None = None, plan: str | None = None,
                   refiner_kwargs: dict | None = None, **kwargs):
-        """Wrap an already loaded pipeline: same components (no copy), a FlowTurbo scheduler of its own."""
+        """Wrap an already loaded pipeline: same components (no copy), a FlowTurbo scheduler of its own.
+
+        ``refiner=None`` keeps the pipeline's refiner if it has one, else uses the ``refiner/`` subfolder of the
+        folder it was loaded from, if any.
+        """
+        kwargs.setdefault("torch_dtype", pipeline.dtype)  # diffusers' from_pipe would cast the shared modules to fp32
         pipe = flowturbo_class(type(pipeline)).from_pipe(pipeline, **kwargs)
         pipe.scheduler = FlowTurboScheduler.from_config(pipeline.scheduler.config)
         if refiner is None:
-            refiner = getattr(pipeline, "refiner", None) or False
+            refiner = getattr(pipeline, "refiner", None) or _local_refiner(pipeline.config.get("_name_or_path"))
         return _configure(pipe, refiner, plan, refiner_kwargs)
+
+
+def _move(module, device, dtype) -> None:
+    """``module.to(device, dtype)``, skipped when nothing changes (diffusers warns on every dtype cast)."""
+    parameter = next(module.parameters())
+    if parameter.device != torch.device(device) or parameter.dtype != dtype:
+        module.to(device=device, dtype=dtype)
+
+
+def _local_refiner(path) -> Path | bool:
+    """The ``refiner/`` subfolder of a local pipeline folder, or ``False`` when there is none."""
+    folder = Path(str(path)) / REFINER_SUBFOLDER if path else None
+    return folder if folder is not None and (folder / "config.json").is_file() else False
 
 
 def _pipeline_class(class_name: str) -> type:

@@ -283,7 +283,10 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         """A new (zero-initialised) refiner sized for ``transformer``, on its device and dtype."""
         config = cls.config_for_transformer(transformer, max_parameter_fraction, **overrides)
         parameter = next(transformer.parameters())
-        return cls(**config).to(device=parameter.device, dtype=parameter.dtype)
+        refiner = cls(**config)
+        if parameter.dtype != torch.float32:
+            refiner.to(dtype=parameter.dtype)
+        return refiner.to(parameter.device)
 
     @classmethod
     def count_parameters(cls, config: dict[str, Any]) -> int:

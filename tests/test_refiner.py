@@ -54,6 +54,33 @@ def test_default_size_is_one_block_at_most_five_percent_of_a_real_sized_base():
     assert 0.02 < fraction <= 0.05
 
 
+REAL_CONFIGS = {
+    "sd3.5-medium": ("SD3Transformer2DModel", dict(
+        sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+        pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")),
+    "flux-dev": ("FluxTransformer2DModel", dict(guidance_embeds=True)),
+    "sana-1600m": ("SanaTransformer2DModel", dict(
+        in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32, num_layers=20,
+        num_cross_attention_heads=20, cross_attention_head_dim=112, cross_attention_dim=2240, caption_channels=2304)),
+    "wan-1.3b": ("WanTransformer3DModel", dict(
+        patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+        text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CONFIGS))
+def test_refiners_for_real_models_are_one_block_under_five_percent(name):
+    import diffusers
+
+    class_name, config = REAL_CONFIGS[name]
+    with torch.device("meta"):
+        base = getattr(diffusers, class_name)(**config)
+    refiner_config = VelocityRefiner.config_for_transformer(base)
+    fraction = VelocityRefiner.count_parameters(refiner_config) / sum(p.numel() for p in base.parameters())
+    assert refiner_config["num_layers"] == 1 and 0.01 < fraction <= 0.05
+
+
 def test_config_records_the_base_fingerprint(sd3_pipe):
     refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer, base_model="org/tiny-sd3")
     assert refiner.config.base_model == "org/tiny-sd3"

@@ -187,3 +187,9 @@ def test_an_R_plan_without_a_refiner_is_refused(sd3_pipe):
 def test_flowturbo_pipeline_cannot_be_instantiated_directly():
     with pytest.raises(EnvironmentError, match="from_pretrained"):
         FlowTurboPipeline()
+
+
+def test_from_pipe_keeps_the_pipelines_dtype(sd3_pipe):
+    sd3_pipe.to(torch.bfloat16)
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, plan="H1P*")
+    assert pipe.transformer.dtype == torch.bfloat16 and sd3_pipe.transformer.dtype == torch.bfloat16

@@ -1,0 +1,91 @@
+"""How close do Euler, Heun and FlowTurbo's H/P plans get to the exact ODE solution, at equal cost?
+
+Runs one offline pipeline (the bundled model if it is installed, else a tiny random-weight SD3 pipeline) from the
+same noise and prompt with each sampler, at several budgets of base-model evaluations, and prints the RMSE of the
+final latents against a many-step Heun reference solution.
+
+    python examples/scheduler_accuracy.py --budgets 5 9 17
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+from transformers.utils import logging as transformers_logging
+
+from flowturbo_diffusers import FlowTurboScheduler, Plan
+
+
+def load_pipeline(model: str | None):
+    if model:
+        from diffusers import DiffusionPipeline
+
+        return DiffusionPipeline.from_pretrained(model), {}
+    try:
+        from flowturbo_diffusers.bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
+
+        return load_bundled_pipeline(), dict(BUNDLED_CALL_DEFAULTS)
+    except (ImportError, FileNotFoundError):
+        from flowturbo_diffusers.tiny_pipelines import tiny_sd3_pipeline
+
+        return tiny_sd3_pipeline(), {"height": 32, "width": 32, "max_sequence_length": 16}
+
+
+def samplers_for_budget(budget: int):
+    """(name, scheduler class, plan, num_inference_steps) whose base-model evaluations fit ``budget``."""
+    candidates = [
+        ("Euler", FlowMatchEulerDiscreteScheduler, None, budget),
+        ("Heun (diffusers)", FlowMatchHeunDiscreteScheduler, None, (budget + 1) // 2),
+        ("FlowTurbo H*", FlowTurboScheduler, "H*", budget // 2),
+        ("FlowTurbo H1P*", FlowTurboScheduler, "H1P*", budget - 1),
+        ("FlowTurbo H2P*", FlowTurboScheduler, "H2P*", budget - 2),
+    ]
+    return [c for c in candidates if c[3] >= 1 and not (c[2] and c[3] < Plan.parse(c[2]).fixed_steps)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="pipeline path or Hub id (default: bundled model, else a tiny SD3)")
+    parser.add_argument("--prompt", default="a red 7 on blue")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[5, 9, 17])
+    parser.add_argument("--reference-steps", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=4)
+    args = parser.parse_args()
+    transformers_logging.set_verbosity_error()
+
+    pipe, call_kwargs = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    own_config = copy.deepcopy(pipe.scheduler.config)
+    calls = {"count": 0}
+    pipe.transformer.register_forward_pre_hook(lambda *_: calls.__setitem__("count", calls["count"] + 1))
+
+    def run(scheduler, steps):
+        pipe.scheduler = scheduler
+        calls["count"] = 0
+        generators = [torch.Generator().manual_seed(seed) for seed in range(args.seeds)]
+        latents = pipe(
+            [args.prompt] * args.seeds, num_inference_steps=steps, generator=generators, output_type="latent",
+            **call_kwargs,
+        ).images
+        return latents.float(), calls["count"]
+
+    reference, _ = run(FlowMatchHeunDiscreteScheduler.from_config(own_config), args.reference_steps)
+    check, _ = run(FlowMatchHeunDiscreteScheduler.from_config(own_config), args.reference_steps // 2)
+    scale = reference.pow(2).mean().sqrt().item()
+    print(f"reference: Heun, {args.reference_steps} steps; its own error vs half as many steps: "
+          f"{(check - reference).pow(2).mean().sqrt().item() / scale:.2e} (relative RMSE)\n")
+    print(f"{'budget':>6}  {'sampler':<18} {'steps':>5} {'evals':>5}  relative RMSE")
+    for budget in args.budgets:
+        for name, scheduler_class, plan, steps in samplers_for_budget(budget):
+            kwargs = {"plan": plan} if plan else {}
+            latents, evaluations = run(scheduler_class.from_config(own_config, **kwargs), steps)
+            error = (latents - reference).pow(2).mean().sqrt().item() / scale
+            print(f"{budget:>6}  {name:<18} {steps:>5} {evaluations:>5}  {error:.2e}")
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""`flowturbo generate`, the README's main command, end to end on the default offline model."""
+
+from PIL import Image
+
+from flowturbo_diffusers import cli
+
+
+def test_generate_writes_a_grid_and_prints_both_samplers(tmp_path, capsys):
+    output = tmp_path / "grid.png"
+    assert cli.main(["generate", "--plan", "H1P3", "--baseline-steps", "6", "--prompt", "a red 7 on a blue background",
+                     "--prompt", "a green 1 on a white background", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "FlowTurbo H1P3" in printed and "steps" in printed and "ms" in printed and "faster per image" in printed
+    lines = {line.split()[0]: line for line in printed.splitlines() if line.startswith(("Flow", "FlowTurbo"))}
+    assert any(line.split()[-5:-2] == ["4", "5", "0"] for line in lines.values())  # 4 steps, 5 base evaluations
+    with Image.open(output) as grid:
+        grid.verify()
+    with Image.open(output) as grid:
+        assert grid.format == "PNG" and grid.size[0] > 128 and grid.size[1] > 128
+
+
+def test_flowturbo_without_a_command_prints_help(capsys):
+    assert cli.main([]) == 1
+    assert "generate" in capsys.readouterr().out
