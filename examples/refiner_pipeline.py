@@ -33,7 +33,7 @@ def main():
     print(f"{type(pipe).__name__} with plan {pipe.plan}: {pipe.last_evaluation_counts}")
 
     pipe.save_pretrained(args.output_dir)  # the pipeline, its FlowTurbo scheduler and refiner/ with a model card
-    reloaded = FlowTurboPipeline.from_pretrained(args.output_dir, text_encoder_3=None, tokenizer_3=None)
+    reloaded = FlowTurboPipeline.from_pretrained(args.output_dir)
     print(f"reloaded: plan {reloaded.plan}, refiner {type(reloaded.refiner).__name__}; saved in {args.output_dir}/")
     image.save(f"{args.output_dir}/sample.png")
 

@@ -57,13 +57,13 @@ def translate_scheduler_config(config: dict[str, Any]) -> dict[str, Any]:
             "Set stochastic_sampling=False to use FlowTurboScheduler."
         )
     class_name = config.get("_class_name")
+    if not config.get("use_flow_sigmas") and config.get("prediction_type", "flow_prediction") != "flow_prediction":
+        raise ValueError(
+            f"The scheduler config ({class_name or 'prediction_type=' + repr(config['prediction_type'])}) is not a "
+            "flow-matching config (no flow sigmas, prediction_type is not 'flow_prediction'); FlowTurboScheduler "
+            "only drives flow-matching pipelines such as SD3, Flux, Sana or Wan."
+        )
     if "use_flow_sigmas" in config or "flow_shift" in config:
-        if not config.get("use_flow_sigmas") and config.get("prediction_type") != "flow_prediction":
-            raise ValueError(
-                f"The scheduler config ({class_name or 'a non-flow scheduler'}) is not a flow-matching config "
-                "(use_flow_sigmas is False and prediction_type is not 'flow_prediction'); FlowTurboScheduler only "
-                "drives flow-matching pipelines such as SD3, Flux, Sana or Wan."
-            )
         if class_name not in FLOW_SIGMA_GRIDS:
             if any(key in config for key in _UNIPC_ONLY_KEYS):
                 class_name = "UniPCMultistepScheduler"

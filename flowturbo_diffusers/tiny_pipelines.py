@@ -93,7 +93,10 @@ def _autoencoder_kl(latent_channels: int, seed: int, **config):
 
 
 def tiny_sd3_pipeline(seed: int = 0, scheduler_config: dict | None = None):
-    """A tiny `StableDiffusion3Pipeline` (2 CLIP encoders, no T5, 16 latent channels, 2x VAE downsampling)."""
+    """A tiny `StableDiffusion3Pipeline` (2 CLIP encoders and a T5, 16 latent channels, 2x VAE downsampling).
+
+    It has all three text encoders, like the real ones, so that a saved copy loads with plain ``from_pretrained``.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer()
@@ -119,8 +122,8 @@ def tiny_sd3_pipeline(seed: int = 0, scheduler_config: dict | None = None):
         tokenizer=tokenizer,
         text_encoder_2=_clip_text_encoder(tokenizer_2, 16, 16, seed + 3),
         tokenizer_2=tokenizer_2,
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=_t5_encoder(t5_tokenizer(), 32, seed + 4),
+        tokenizer_3=t5_tokenizer(),
     )
 
 

@@ -10,10 +10,6 @@ from diffusers import StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline
 from flowturbo_diffusers import FlowTurboPipeline, FlowTurboPipelineMixin, FlowTurboScheduler, Plan, VelocityRefiner
 
 
-# The tiny SD3 pipeline has no T5 encoder; diffusers needs that said explicitly when loading it from a folder.
-NO_T5 = dict(text_encoder_3=None, tokenizer_3=None)
-
-
 class OracleRefiner(VelocityRefiner):
     """Its offset is the base model's velocity minus the velocity it is given: R steps then become exact H steps."""
 
@@ -121,7 +117,7 @@ def test_R_steps_are_routed_with_cpu_offload_and_on_repeated_calls(sd3_pipe):
 
 def test_the_pipeline_is_the_base_models_usual_class(sd3_pipe, tmp_path):
     sd3_pipe.save_pretrained(tmp_path / "base")
-    pipe = FlowTurboPipeline.from_pretrained(tmp_path / "base", plan="H1P*", **NO_T5)
+    pipe = FlowTurboPipeline.from_pretrained(tmp_path / "base", plan="H1P*")
     assert isinstance(pipe, StableDiffusion3Pipeline) and isinstance(pipe, FlowTurboPipelineMixin)
     assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
     assert isinstance(pipe.scheduler, FlowTurboScheduler) and pipe.scheduler.config.shift == 3.0
@@ -135,11 +131,11 @@ def test_saved_flowturbo_pipeline_reloads_with_refiner_and_plan(sd3_pipe, tmp_pa
     expected = call(pipe, "sd3")
     pipe.save_pretrained(tmp_path / "turbo")
     assert json.loads((tmp_path / "turbo" / "model_index.json").read_text())["_class_name"] == "StableDiffusion3Pipeline"
-    reloaded = FlowTurboPipeline.from_pretrained(tmp_path / "turbo", **NO_T5)
+    reloaded = FlowTurboPipeline.from_pretrained(tmp_path / "turbo")
     assert str(reloaded.plan) == "H1P2R2" and reloaded.refiner is not None
     reloaded.set_progress_bar_config(disable=True)
     torch.testing.assert_close(call(reloaded, "sd3"), expected)
-    plain = StableDiffusion3Pipeline.from_pretrained(tmp_path / "turbo", **NO_T5)  # plain diffusers still loads it
+    plain = StableDiffusion3Pipeline.from_pretrained(tmp_path / "turbo")  # plain diffusers loads it
     assert isinstance(plain.scheduler, FlowTurboScheduler)
 
 
