@@ -49,6 +49,7 @@ class TransformerAdapter:
     positions_argument: str | None = None
     pooled_dim_key: str | None = "pooled_projection_dim"
     context_dim_key: str | None = "joint_attention_dim"
+    unbatched_arguments: tuple[str, ...] = ()  # tensors shared by the whole batch (Flux's token positions)
 
     def fingerprint(self, config) -> dict[str, Any]:
         """What a refiner must match in a base transformer: class, layout, channels, patch size, conditioning."""
@@ -85,6 +86,10 @@ class TransformerAdapter:
             evaluate_base=evaluate_base,
         )
 
+    def with_sample(self, arguments: dict[str, Any], sample: torch.Tensor, sigma: torch.Tensor) -> dict[str, Any]:
+        """The same call's arguments at another latent and sigma (for teacher queries), returning a tuple."""
+        return {**arguments, "hidden_states": sample, "timestep": sigma * self.timestep_per_sigma, "return_dict": False}
+
     @staticmethod
     def output_like(arguments: dict[str, Any], velocity: torch.Tensor):
         """Wrap ``velocity`` as the transformer would return it (a tuple when ``return_dict=False``)."""
@@ -105,6 +110,7 @@ ADAPTERS = {
             1.0,  # Flux pipelines pass timestep / 1000
             guidance_argument="guidance",
             positions_argument="img_ids",
+            unbatched_arguments=("img_ids", "txt_ids"),
         ),
         TransformerAdapter(
             "SanaTransformer2DModel",

@@ -1,4 +1,4 @@
-"""The ``flowturbo`` command: ``generate`` (the main job), more subcommands as they land."""
+"""The ``flowturbo`` command: ``generate`` (the main job) and ``train-refiner``."""
 
 from __future__ import annotations
 
@@ -56,10 +56,92 @@ def run_generate(args) -> int:
     return 0
 
 
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train-refiner",
+        help="distil a velocity refiner from a flow pipeline, data-free (runs under accelerate launch too)",
+        description="Train a VelocityRefiner for a diffusers flow pipeline from the pipeline's own sampling "
+        "trajectories (no data set needed). Writes OUTPUT_DIR/refiner (ready to push), checkpoints, loss.csv. "
+        "Multi-GPU or multi-node: run it under `accelerate launch`. See docs/training.md.",
+    )
+    parser.add_argument("--model", help="diffusers pipeline: local folder or Hub id (default: the bundled model)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", help="text file with one prompt per line")
+    source.add_argument("--class-labels", nargs="+", help="class labels (ints for class-conditional pipelines)")
+    parser.add_argument("--prompt-template", default="{}", help="prompt made from each class label, e.g. 'a photo of a {}'")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload the refiner to this Hub repo when done")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=16, help="global batch, split across processes")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--dt-range", type=float, nargs=2, default=(0.0, 0.12), metavar=("MIN", "MAX"))
+    parser.add_argument("--sigma-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--ema-decay", type=float, help="keep an EMA of the weights with this decay (e.g. 0.999)")
+    parser.add_argument("--record-steps", type=int, help="the pipeline's own step count for the teacher trajectories")
+    parser.add_argument("--guidance-scale", type=float)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--hidden-size", type=int, help="refiner width (default: derived from the base model)")
+    parser.add_argument("--eval-plan", default="H1P5R3", help="plan for the quality figures in the model card")
+    parser.add_argument("--tensorboard", action="store_true", help="also log to tensorboard (needs tensorboard)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="start again in an existing OUTPUT_DIR")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args) -> int:
+    from .training import RefinerTrainingConfig, train_refiner
+
+    call_kwargs = {key: getattr(args, key) for key in ("guidance_scale", "height", "width") if getattr(args, key)}
+    model = args.model
+    if model is None:
+        from .bundled import BUNDLED_CALL_DEFAULTS, bundled_model_path
+
+        model = str(bundled_model_path())
+        call_kwargs = {**{k: v for k, v in BUNDLED_CALL_DEFAULTS.items() if k != "num_inference_steps"}, **call_kwargs}
+    labels = None
+    if args.class_labels:
+        labels = [int(label) if label.isdigit() and args.prompt_template == "{}" else args.prompt_template.format(label)
+                  for label in args.class_labels]
+    config = RefinerTrainingConfig(
+        output_dir=args.output_dir,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        dt_range=tuple(args.dt_range),
+        sigma_range=tuple(args.sigma_range),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        ema_decay=args.ema_decay,
+        record_steps=args.record_steps,
+        call_kwargs=call_kwargs,
+        refiner_kwargs={"hidden_size": args.hidden_size} if args.hidden_size else {},
+        eval_plan=args.eval_plan or None,
+        report_to_tensorboard=args.tensorboard,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub,
+        hub_private=args.private or None,
+    )
+    result = train_refiner(model, prompt_file=args.prompts, class_labels=labels, config=config)
+    print(f"Final loss {result.final_loss:.4g}; refiner written to {result.output_dir}")
+    if result.metrics:
+        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowturbo", description="FlowTurbo sampling for diffusers flow pipelines.")
     subparsers = parser.add_subparsers(title="commands")
     add_generate_parser(subparsers)
+    add_train_parser(subparsers)
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()

@@ -182,7 +182,7 @@ class FlowTurboPipeline:
         ``refiner=None`` keeps the pipeline's refiner if it has one, else uses the ``refiner/`` subfolder of the
         folder it was loaded from, if any.
         """
-        kwargs.setdefault("torch_dtype", pipeline.dtype)  # diffusers' from_pipe would cast the shared modules to fp32
+        kwargs.setdefault("dtype", pipeline.dtype)  # diffusers' from_pipe would cast the shared modules to fp32
         pipe = flowturbo_class(type(pipeline)).from_pipe(pipeline, **kwargs)
         pipe.scheduler = FlowTurboScheduler.from_config(pipeline.scheduler.config)
         if refiner is None:

@@ -1,0 +1,415 @@
+"""Distil a VelocityRefiner from a frozen flow pipeline, data-free, on accelerate (method.md, "The refiner").
+
+Recipe, per training step: take recorded teacher calls ``(x, sigma, v)`` (``trajectories.py``), step each towards the
+data by ``dt ~ U[dt_min, dt_max]`` along its own velocity, ``x' = x - dt * v``, ask the teacher for the velocity there
+with the same conditioning, and regress ``v + refiner(x', sigma - dt, v, cond)`` onto it.
+
+Runs on one CPU, one GPU, or many processes under ``accelerate launch`` (data parallel; each process records its
+share of the prompts and takes its share of the global batch). Checkpoints (accelerate ``save_state``) are written
+atomically every ``checkpoint_every`` steps; ``resume=True`` continues exactly where training stopped, because every
+random draw of step ``k`` on process ``p`` comes from a generator seeded by ``(seed, p, k)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..adapters import adapter_for
+from .trajectories import group_calls, query_teacher, record_teacher_calls, stack_calls
+
+CHECKPOINTS = "checkpoints"
+REFINER_FOLDER = "refiner"
+
+
+@dataclass
+class RefinerTrainingConfig:
+    """Settings of a refiner training run (the CLI flags of ``flowturbo train-refiner`` map onto these)."""
+
+    output_dir: str
+    steps: int = 2000
+    batch_size: int = 16  # global: split across processes
+    learning_rate: float = 1e-4
+    dt_range: tuple[float, float] = (0.0, 0.12)
+    sigma_range: tuple[float, float] = (0.0, 1.0)  # train on teacher calls with sigma in this range
+    mixed_precision: str = "no"
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+    checkpoint_every: int = 500
+    checkpoints_to_keep: int = 2
+    ema_decay: float | None = None
+    log_every: int = 10
+    record_steps: int | None = None  # the pipeline's own step count when recording trajectories
+    record_batch_size: int = 4
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline call arguments (guidance, size...)
+    refiner_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides for VelocityRefiner.for_transformer
+    base_model: str | None = None
+    eval_plan: str | None = "H1P5R3"
+    eval_samples: int = 4
+    report_to_tensorboard: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    push_to_hub: str | None = None
+    hub_private: bool | None = None
+    license: str | None = None
+
+    # Settings that must not change between a run and its resumption.
+    RESUME_KEYS = ("steps", "batch_size", "learning_rate", "dt_range", "sigma_range", "seed", "ema_decay",
+                   "gradient_accumulation_steps", "record_steps", "call_kwargs", "refiner_kwargs")
+
+
+@dataclass
+class TrainingResult:
+    refiner: Any
+    output_dir: Path
+    final_loss: float
+    metrics: dict[str, Any]
+
+
+def validate(config: RefinerTrainingConfig, prompts: list) -> None:
+    """Refuse bad settings before any work starts, with what to change."""
+    dt_min, dt_max = config.dt_range
+    if not (0 <= dt_min < dt_max < 1):
+        raise ValueError(
+            f"The dt range must satisfy 0 <= dt_min < dt_max < 1 (a step towards the data within the flow's time), "
+            f"got {config.dt_range}. The paper uses (0, 0.12)."
+        )
+    sigma_min, sigma_max = config.sigma_range
+    if not (0 <= sigma_min < sigma_max <= 1):
+        raise ValueError(f"The sigma range must satisfy 0 <= min < max <= 1, got {config.sigma_range}.")
+    if not prompts:
+        raise ValueError("No prompts to record teacher trajectories from: pass a non-empty prompt file or class labels.")
+    if config.steps <= 0 or config.batch_size <= 0:
+        raise ValueError(f"steps and batch_size must be positive, got {config.steps} and {config.batch_size}.")
+    output = Path(config.output_dir)
+    if output.exists() and any(output.iterdir()) and not (config.overwrite or config.resume):
+        raise FileExistsError(
+            f"The output directory {output} already exists and is not empty. Pass overwrite=True (--overwrite) to "
+            "start again there, resume=True (--resume) to continue its training, or choose another directory."
+        )
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """Prompts from a text file, one per line (blank lines and ``#`` comments skipped)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ValueError(f"The prompt file {path} has no prompts (one per line; blank lines and # comments skipped).")
+    return prompts
+
+
+def load_teacher(model, dtype: torch.dtype | None = None):
+    """A pipeline (loaded from a path or Hub id if needed) checked to be a flow pipeline FlowTurbo can refine."""
+    from ..scheduler import FlowTurboScheduler
+
+    if isinstance(model, (str, os.PathLike)):
+        from diffusers import DiffusionPipeline
+
+        model = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or torch.float32)
+    if getattr(model, "transformer", None) is None:
+        raise ValueError(
+            f"{type(model).__name__} has no `transformer`: refiners are trained for transformer-based flow pipelines "
+            "(SD3, Flux, Sana, Wan)."
+        )
+    adapter_for(model.transformer)  # raises for transformers without an adapter
+    try:
+        FlowTurboScheduler.from_config(model.scheduler.config)
+    except ValueError as error:
+        raise ValueError(f"{type(model).__name__} is not a flow-matching pipeline FlowTurbo can drive: {error}") from error
+    return model
+
+
+class _TrainingState:
+    """The step counter, saved with every checkpoint (accelerate ``register_for_checkpointing``)."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+
+
+def _generator(seed: int, process: int, step: int) -> torch.Generator:
+    """The random draws of ``step`` on ``process``: a function of the three, so a resumed run draws the same."""
+    entropy = np.random.SeedSequence([seed, process, step]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(entropy))
+
+
+def sample_batch(groups, sizes, batch: int, dt_range, generator: torch.Generator):
+    """Pick ``batch`` recorded calls from one group (chosen in proportion to its size) and a ``dt`` for each."""
+    group = groups[int(torch.multinomial(sizes, 1, generator=generator))]
+    indices = torch.randint(len(group), (batch,), generator=generator)
+    dt = dt_range[0] + (dt_range[1] - dt_range[0]) * torch.rand(batch, generator=generator)
+    return [group[i] for i in indices.tolist()], dt
+
+
+def _checkpoints(output: Path) -> list[Path]:
+    folder = output / CHECKPOINTS
+    return sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.exists() else []
+
+
+def train_refiner(
+    model,
+    prompts: list | None = None,
+    prompt_file: str | os.PathLike | None = None,
+    class_labels: list | None = None,
+    config: RefinerTrainingConfig | None = None,
+    progress: bool = True,
+    **settings,
+) -> TrainingResult:
+    """Train a refiner for ``model`` (a pipeline, a local folder or a Hub id) and save it to ``output_dir/refiner``.
+
+    Prompts come from ``prompts``, a ``prompt_file`` (one per line) or ``class_labels``; ``settings`` are fields of
+    :class:`RefinerTrainingConfig` (``output_dir``, ``steps``, ``batch_size``, ``learning_rate``, ``dt_range``,
+    ``mixed_precision``, ``seed``, ``resume``, ``push_to_hub``, ...).
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from ..refiner import VelocityRefiner
+
+    config = config or RefinerTrainingConfig(**settings)
+    if prompt_file is not None:
+        prompts = read_prompts(prompt_file)
+    prompts = list(prompts if prompts is not None else class_labels or [])
+    validate(config, prompts)
+    output = Path(config.output_dir)
+    _forget_previous_accelerator_settings()
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with="tensorboard" if config.report_to_tensorboard else None,
+        project_dir=str(output),
+        cpu=not _has_accelerator(),  # on CPU-only machines this is what makes `accelerate launch` use gloo
+    )
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size {config.batch_size} is the global batch and must divide evenly over "
+            f"{accelerator.num_processes} processes."
+        )
+    if config.resume and not _checkpoints(output):
+        raise FileNotFoundError(f"resume=True but {output / CHECKPOINTS} holds no checkpoint to resume from.")
+    teacher_dtype = torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
+    pipe = load_teacher(model, teacher_dtype)
+    base_model = config.base_model or (model if isinstance(model, str) else pipe.config.get("_name_or_path"))
+    _prepare_output(accelerator, output, config)
+
+    pipe.to(accelerator.device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.requires_grad_(False).eval()
+    adapter = adapter_for(pipe.transformer)
+    call_kwargs = dict(config.call_kwargs)
+    if config.record_steps:
+        call_kwargs["num_inference_steps"] = config.record_steps
+
+    # 1. The teacher's trajectories: each process records its share of the prompts.
+    share = prompts[accelerator.process_index :: accelerator.num_processes] or prompts[:1]
+    seeds_offset = config.seed * 100_003
+    calls = record_teacher_calls(
+        pipe, share, call_kwargs, config.record_batch_size, seeds_offset + accelerator.process_index,
+        progress=progress and accelerator.is_local_main_process,
+    )
+    low, high = config.sigma_range
+    calls = [call for call in calls if low <= float(call.sigma) <= high]
+    if not calls:
+        raise ValueError(f"No recorded teacher call has sigma in {config.sigma_range}; widen sigma_range.")
+    groups = group_calls(calls)
+    sizes = torch.tensor([len(group) for group in groups], dtype=torch.float64)
+
+    # 2. The student (initialised from the seed, the same on every process), its optimiser and optionally its EMA.
+    torch.manual_seed(config.seed)
+    refiner = VelocityRefiner.for_transformer(pipe.transformer, base_model=base_model, **config.refiner_kwargs)
+    refiner.to(device=accelerator.device, dtype=torch.float32).train()
+    optimizer = torch.optim.AdamW(refiner.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    refiner, optimizer = accelerator.prepare(refiner, optimizer)
+    state = _TrainingState()
+    accelerator.register_for_checkpointing(state)
+    ema = None
+    if config.ema_decay:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(accelerator.unwrap_model(refiner).parameters(), decay=config.ema_decay)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if config.resume:
+        accelerator.load_state(str(_checkpoints(output)[-1]))
+    if accelerator.is_main_process:
+        accelerator.init_trackers("flowturbo-refiner") if config.report_to_tensorboard else None
+
+    # 3. Training.
+    local_batch = config.batch_size // accelerator.num_processes
+    loss_log = output / "loss.csv"
+    bar = tqdm(total=config.steps, initial=state.step, desc="Training refiner",
+               disable=not (progress and accelerator.is_local_main_process))
+    running, last_loss, started = [], float("nan"), time.perf_counter()
+    while state.step < config.steps:
+        for micro in range(config.gradient_accumulation_steps):
+            generator = _generator(config.seed, accelerator.process_index, state.step * 1000 + micro)
+            batch, dt = sample_batch(groups, sizes, local_batch, config.dt_range, generator)
+            with accelerator.accumulate(refiner):
+                loss = _loss(batch, dt, pipe.transformer, adapter, refiner, accelerator, teacher_dtype)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            running.append(loss.detach())
+        state.step += 1
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(refiner).parameters())
+        if state.step % config.log_every == 0 or state.step == config.steps:
+            last_loss = accelerator.gather(torch.stack(running).mean()[None]).mean().item()
+            running = []
+            bar.set_postfix(loss=f"{last_loss:.4g}")
+            if accelerator.is_main_process:
+                _append_loss(loss_log, state.step, last_loss, time.perf_counter() - started)
+                if config.report_to_tensorboard:
+                    accelerator.log({"loss": last_loss}, step=state.step)
+        bar.update(1)
+        if state.step % config.checkpoint_every == 0 or state.step == config.steps:
+            _save_checkpoint(accelerator, output, state.step, config.checkpoints_to_keep)
+    bar.close()
+
+    # 4. The refiner folder, its figures and run record.
+    trained = accelerator.unwrap_model(refiner)
+    if ema is not None:
+        ema.copy_to(trained.parameters())
+    trained.eval().requires_grad_(False)
+    checksum = torch.stack([p.detach().double().sum() for p in trained.parameters()]).sum()[None]
+    checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
+    metrics: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        if config.eval_plan:
+            from .evaluation import refiner_errors
+
+            held_out = [prompts[i % len(prompts)] for i in range(config.eval_samples)]
+            seeds = [10_000 + config.seed + i for i in range(config.eval_samples)]
+            metrics = refiner_errors(pipe, trained, config.eval_plan, held_out, seeds, config.call_kwargs)
+        trained.register_to_config(training_info=_training_info(config, base_model, prompts, last_loss, metrics, pipe))
+        trained.save_pretrained(output / REFINER_FOLDER)
+        _write_run_info(output, config, accelerator, local_batch, checksums, last_loss, metrics, len(calls))
+        if config.push_to_hub:
+            trained.push_to_hub(config.push_to_hub, private=config.hub_private)
+    if config.report_to_tensorboard:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return TrainingResult(trained, output / REFINER_FOLDER, last_loss, metrics)
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def _forget_previous_accelerator_settings() -> None:
+    """accelerate keeps mixed precision and accumulation settings process-wide; a notebook or test that trains twice
+    with other settings needs them cleared (the process group, if any, is kept)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def _loss(batch, dt, transformer, adapter, refiner, accelerator, teacher_dtype) -> torch.Tensor:
+    sample, velocity, sigma, arguments = stack_calls(batch, accelerator.device, teacher_dtype)
+    dt = torch.minimum(dt.to(accelerator.device), sigma)  # never step past the data
+    shape = (-1,) + (1,) * (sample.dim() - 1)
+    moved = sample - dt.view(shape).to(sample.dtype) * velocity  # a step towards the data (sigma decreases)
+    moved_sigma = sigma - dt
+    target = query_teacher(transformer, adapter, arguments, moved, moved_sigma)
+    with accelerator.autocast():
+        call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), None)
+        offset = refiner(call.sample, velocity, call.sigma, call.pooled, call.context, call.guidance, call.positions)
+    return F.mse_loss((velocity.float() + offset.float()), target.float())
+
+
+def _prepare_output(accelerator, output: Path, config: RefinerTrainingConfig) -> None:
+    """Create the output folder (emptied with overwrite) and check a resumed run keeps its settings."""
+    settings_file = output / "training_config.json"
+    settings = {key: getattr(config, key) for key in RefinerTrainingConfig.RESUME_KEYS}
+    settings = json.loads(json.dumps(settings))  # tuples become lists, as they come back from the file
+    if accelerator.is_main_process:
+        if config.overwrite and output.exists() and not config.resume:
+            shutil.rmtree(output)
+        output.mkdir(parents=True, exist_ok=True)
+        if config.resume and settings_file.exists():
+            saved = json.loads(settings_file.read_text())
+            changed = {key: (saved.get(key), value) for key, value in settings.items() if saved.get(key) != value}
+            if changed:
+                raise ValueError(
+                    f"Cannot resume {output}: these settings differ from the interrupted run (saved, now): {changed}. "
+                    "Resume with the same settings, or start a new run in another directory."
+                )
+        settings_file.write_text(json.dumps({**settings, "config": json.loads(json.dumps(asdict(config)))}, indent=2))
+    accelerator.wait_for_everyone()
+
+
+def _save_checkpoint(accelerator, output: Path, step: int, keep: int) -> None:
+    """``accelerator.save_state`` into a hidden folder, then renamed into place: never half-written."""
+    final = output / CHECKPOINTS / f"step-{step:06d}"
+    staging = output / CHECKPOINTS / f".step-{step:06d}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for old in _checkpoints(output)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _append_loss(path: Path, step: int, loss: float, seconds: float) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["step", "loss", "seconds"])
+        writer.writerow([step, f"{loss:.6g}", f"{seconds:.1f}"])
+
+
+def _training_info(config, base_model, prompts, final_loss, metrics, pipe) -> dict[str, Any]:
+    info = {
+        "method": "data-free distillation from the base model's own trajectories (FlowTurbo)",
+        "base_model": base_model,
+        "base_model_parameters": sum(p.numel() for p in pipe.transformer.parameters()),
+        "data_source": f"{len(prompts)} prompts/labels, e.g. {prompts[0]!r}",
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "dt_range": list(config.dt_range),
+        "sigma_range": list(config.sigma_range),
+        "ema_decay": config.ema_decay,
+        "final_loss": final_loss,
+        "metrics": metrics,
+    }
+    if config.license:
+        info["license"] = config.license
+    return info
+
+
+def _write_run_info(output, config, accelerator, local_batch, checksums, final_loss, metrics, recorded_calls):
+    (output / "run_info.json").write_text(json.dumps({
+        "num_processes": accelerator.num_processes,
+        "per_process_batch_size": local_batch,
+        "global_batch_size": local_batch * accelerator.num_processes,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "recorded_teacher_calls_on_main_process": recorded_calls,
+        "final_weight_checksums": checksums,
+        "final_loss": final_loss,
+        "metrics": metrics,
+    }, indent=2))

@@ -1,0 +1,224 @@
+"""Refiner training: the quality bar, exact resumption after a kill, atomic checkpoints, clear errors, every pipeline,
+and data parallel training under `accelerate launch`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import CALL_KWARGS, make_pipe
+from diffusers import DDIMScheduler
+from safetensors.torch import load_file
+
+from flowturbo_diffusers import FlowTurboPipeline, VelocityRefiner
+from flowturbo_diffusers.training import train_refiner
+from flowturbo_diffusers.training.trainer import _checkpoints
+
+PROMPTS = [f"a {colour} {digit}" for colour in ("red", "blue", "green", "white") for digit in range(4)]
+QUICK = dict(record_steps=8, eval_plan=None, progress=False, log_every=5)
+
+
+def train(pipe, output_dir, kind="sd3", **settings):
+    settings = {**QUICK, "call_kwargs": dict(CALL_KWARGS[kind]), **settings}
+    return train_refiner(pipe, prompts=PROMPTS, output_dir=str(output_dir), **settings)
+
+
+def weights(folder):
+    return load_file(folder / "refiner" / "diffusion_pytorch_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def saved_sd3(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny-sd3"
+    make_pipe("sd3").save_pretrained(path)
+    return path
+
+
+def test_trained_refiner_brings_the_plan_closer_to_the_reference_than_an_untrained_one(tmp_path, sd3_pipe):
+    result = train(sd3_pipe, tmp_path, steps=200, batch_size=8, learning_rate=1e-3, eval_plan="H1P5R3", eval_samples=8)
+    metrics = result.metrics
+    print(f"\nH1P5R3 vs {metrics['reference']}: trained refiner {metrics['error_trained_refiner']:.4f}, "
+          f"zero refiner {metrics['error_zero_refiner']:.4f}, R run as H {metrics['error_heun_instead_of_R']:.4f}")
+    assert metrics["error_trained_refiner"] < 0.9 * metrics["error_zero_refiner"]
+
+
+def test_output_is_a_refiner_folder_ready_to_push_with_a_filled_card(tmp_path, sd3_pipe):
+    result = train(sd3_pipe, tmp_path, steps=10, batch_size=4, eval_plan="H1P2R1", eval_samples=2)
+    folder = tmp_path / "refiner"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+    card = (folder / "README.md").read_text()
+    for expected in ("- **steps**: 10", "- **final loss**:", "- **data source**: 16 prompts", "error trained refiner",
+                     "- **base model parameters**:"):
+        assert expected in card, expected
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,seconds" and rows[-1].startswith("10,")
+    refiner = VelocityRefiner.from_pretrained(folder)
+    FlowTurboPipeline.from_pipe(sd3_pipe, refiner=refiner, plan="H1P2R1")  # fits the base it was trained for
+    assert result.final_loss == pytest.approx(float(rows[-1].split(",")[1]), rel=1e-4)
+
+
+def _cli(*arguments):
+    return [sys.executable, "-m", "flowturbo_diffusers.cli", "train-refiner", *arguments]
+
+
+def _prompt_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# colours and digits\n" + "\n".join(PROMPTS) + "\n\n")
+    return path
+
+
+def _train_arguments(model, prompts, output, steps=200):
+    return ["--model", str(model), "--prompts", str(prompts), "--output-dir", str(output), "--steps", str(steps),
+            "--batch-size", "4", "--learning-rate", "1e-3", "--checkpoint-every", "20", "--record-steps", "6",
+            "--height", "32", "--width", "32", "--eval-plan", ""]
+
+
+@pytest.mark.slow
+def test_training_killed_mid_run_and_resumed_ends_with_the_same_weights(tmp_path, saved_sd3):
+    prompts = _prompt_file(tmp_path)
+    subprocess.run(_cli(*_train_arguments(saved_sd3, prompts, tmp_path / "straight")), check=True, capture_output=True)
+    process = subprocess.Popen(_cli(*_train_arguments(saved_sd3, prompts, tmp_path / "killed")),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (tmp_path / "killed" / "checkpoints" / "step-000040").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL and not (tmp_path / "killed" / "refiner").exists()
+    stopped_at = int(_checkpoints(tmp_path / "killed")[-1].name.split("-")[1])
+    assert 40 <= stopped_at < 200
+    subprocess.run(_cli(*_train_arguments(saved_sd3, prompts, tmp_path / "killed"), "--resume"), check=True,
+                   capture_output=True)
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_a_checkpoint_interrupted_while_saving_is_never_used(tmp_path, sd3_pipe, monkeypatch):
+    from accelerate import Accelerator
+
+    save_state = Accelerator.save_state
+    saves = []
+
+    def crashing_save_state(self, output_dir, **kwargs):
+        saves.append(output_dir)
+        if len(saves) == 2:  # the second checkpoint: write part of it, then die
+            os.makedirs(output_dir, exist_ok=True)
+            open(os.path.join(output_dir, "model.safetensors"), "wb").write(b"partial")
+            raise RuntimeError("killed while writing")
+        return save_state(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", crashing_save_state)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        train(sd3_pipe, tmp_path / "run", steps=20, batch_size=4, checkpoint_every=5)
+    assert [p.name for p in _checkpoints(tmp_path / "run")] == ["step-000005"]
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    train(sd3_pipe, tmp_path / "run", steps=20, batch_size=4, checkpoint_every=5, resume=True)
+    train(sd3_pipe, tmp_path / "straight", steps=20, batch_size=4, checkpoint_every=5)
+    for name, tensor in weights(tmp_path / "straight").items():
+        assert torch.equal(tensor, weights(tmp_path / "run")[name]), name
+
+
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        (dict(dt_range=(0.0, 1.0)), ValueError, "dt range must satisfy"),
+        (dict(dt_range=(-0.1, 0.1)), ValueError, "dt range must satisfy"),
+        (dict(dt_range=(0.2, 0.1)), ValueError, "dt range must satisfy"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(tmp_path, sd3_pipe, settings, error, message):
+    with pytest.raises(error, match=message):
+        train(sd3_pipe, tmp_path / "out", steps=5, batch_size=4, **settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_prompt_file_is_refused(tmp_path, sd3_pipe):
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("# nothing yet\n\n")
+    with pytest.raises(ValueError, match="has no prompts"):
+        train_refiner(sd3_pipe, prompt_file=empty, output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_output_directory_needs_overwrite(tmp_path, sd3_pipe):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(sd3_pipe, tmp_path / "out", steps=2, batch_size=4)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "keep me"
+    train(sd3_pipe, tmp_path / "out", steps=2, batch_size=4, overwrite=True)
+    assert (tmp_path / "out" / "refiner").is_dir() and not (tmp_path / "out" / "notes.txt").exists()
+
+
+def test_a_non_flow_pipeline_is_refused(tmp_path, sd3_pipe):
+    sd3_pipe.scheduler = DDIMScheduler()
+    with pytest.raises(ValueError, match="not a flow-matching pipeline"):
+        train(sd3_pipe, tmp_path / "out", steps=2, batch_size=4)
+
+
+def test_a_pipeline_without_a_supported_transformer_is_refused(tmp_path, sd3_pipe):
+    sd3_pipe.register_modules(transformer=torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="do not support Linear"):
+        train(sd3_pipe, tmp_path / "out", steps=2, batch_size=4)
+
+
+def test_resuming_with_different_settings_is_refused(tmp_path, sd3_pipe):
+    train(sd3_pipe, tmp_path / "run", steps=4, batch_size=4, checkpoint_every=2)
+    with pytest.raises(ValueError, match="settings differ.*learning_rate"):
+        train(sd3_pipe, tmp_path / "run", steps=4, batch_size=4, checkpoint_every=2, resume=True, learning_rate=0.5)
+
+
+@pytest.mark.parametrize(
+    "kind, call_kwargs",
+    [("sd3", {}), ("flux", dict(negative_prompt="grey", true_cfg_scale=2.0)), ("sana", {}), ("wan", {})],
+)
+def test_every_supported_pipeline_trains_without_pipeline_specific_code(tmp_path, kind, call_kwargs):
+    pipe = make_pipe(kind)
+    result = train(pipe, tmp_path, kind=kind, steps=3, batch_size=2, record_steps=3,
+                   call_kwargs={**CALL_KWARGS[kind], **call_kwargs})
+    assert torch.isfinite(torch.tensor(result.final_loss))
+    FlowTurboPipeline.from_pipe(pipe, refiner=result.refiner, plan="H1P1R1")
+
+
+def test_both_guidance_branches_are_recorded(sd3_pipe):
+    from flowturbo_diffusers.training.trajectories import record_teacher_calls
+
+    calls = record_teacher_calls(sd3_pipe, ["a red 7"], dict(CALL_KWARGS["sd3"], num_inference_steps=2), progress=False)
+    pooled = {tuple(call.per_sample["pooled_projections"].tolist()) for call in calls}
+    assert len(calls) == 2 * 2 and len(pooled) == 2  # 2 steps x [uncond, cond]
+
+
+def test_ema_and_bf16_mixed_precision_run(tmp_path, sd3_pipe):
+    result = train(sd3_pipe, tmp_path, steps=4, batch_size=4, ema_decay=0.9, mixed_precision="bf16",
+                   gradient_accumulation_steps=2)
+    assert torch.isfinite(torch.tensor(result.final_loss))
+
+
+def test_push_to_hub_uploads_the_refiner(tmp_path, sd3_pipe, local_hub):
+    train(sd3_pipe, tmp_path, steps=2, batch_size=4, push_to_hub="org/tiny-refiner")
+    files = local_hub.repos["org/tiny-refiner"].files("main")
+    assert sorted(files) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+
+
+from hub_server import local_hub  # noqa: E402,F401  (pytest fixture)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_two_processes_splits_the_batch_and_keeps_weights_identical(tmp_path, saved_sd3):
+    """Two CPU processes (gloo). accelerate's `--multi_gpu` only selects its torchrun launcher; on CPU it runs gloo."""
+    prompts = _prompt_file(tmp_path)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+               "flowturbo_diffusers.cli", "train-refiner",
+               *_train_arguments(saved_sd3, prompts, tmp_path / "ddp", steps=6)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    info = json.loads((tmp_path / "ddp" / "run_info.json").read_text())
+    assert info["num_processes"] == 2 and info["per_process_batch_size"] == 2 and info["global_batch_size"] == 4
+    first, second = info["final_weight_checksums"]
+    assert first == second
