@@ -68,6 +68,8 @@ def add_train_parser(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompts", help="text file with one prompt per line")
     source.add_argument("--class-labels", nargs="+", help="class labels (ints for class-conditional pipelines)")
+    source.add_argument("--images", help="folder of captioned images (metadata.jsonl or .txt captions): train on "
+                        "real data as in the paper; needs --height and --width")
     parser.add_argument("--prompt-template", default="{}", help="prompt made from each class label, e.g. 'a photo of a {}'")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the refiner to this Hub repo when done")
@@ -130,7 +132,7 @@ def run_train(args) -> int:
         push_to_hub=args.push_to_hub,
         hub_private=args.private or None,
     )
-    result = train_refiner(model, prompt_file=args.prompts, class_labels=labels, config=config)
+    result = train_refiner(model, prompt_file=args.prompts, class_labels=labels, images=args.images, config=config)
     print(f"Final loss {result.final_loss:.4g}; refiner written to {result.output_dir}")
     if result.metrics:
         print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items()))

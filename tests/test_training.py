@@ -222,3 +222,28 @@ def test_accelerate_launch_with_two_processes_splits_the_batch_and_keeps_weights
     assert info["num_processes"] == 2 and info["per_process_batch_size"] == 2 and info["global_batch_size"] == 4
     first, second = info["final_weight_checksums"]
     assert first == second
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_data_based_training_from_a_captioned_image_folder(tmp_path, kind):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rows = []
+    for i in range(4):
+        colour = (60 * i, 255 - 60 * i, 120)
+        Image.new("RGB", (32, 32), colour).save(folder / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"a flat colour {i}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows))
+    pipe = make_pipe(kind)
+    result = train_refiner(pipe, images=folder, output_dir=str(tmp_path / "out"), steps=4, batch_size=4,
+                           call_kwargs=dict(CALL_KWARGS[kind]), **{k: v for k, v in QUICK.items() if k != "record_steps"})
+    assert torch.isfinite(torch.tensor(result.final_loss))
+    assert "4 captioned images" in (tmp_path / "out" / "refiner" / "README.md").read_text()
+
+
+def test_an_image_folder_without_captions_is_refused(tmp_path, sd3_pipe):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ValueError, match="No captioned images"):
+        train_refiner(sd3_pipe, images=tmp_path / "images", output_dir=str(tmp_path / "out"))

@@ -166,13 +166,16 @@ def train_refiner(
     prompts: list | None = None,
     prompt_file: str | os.PathLike | None = None,
     class_labels: list | None = None,
+    images: str | os.PathLike | None = None,
     config: RefinerTrainingConfig | None = None,
     progress: bool = True,
     **settings,
 ) -> TrainingResult:
     """Train a refiner for ``model`` (a pipeline, a local folder or a Hub id) and save it to ``output_dir/refiner``.
 
-    Prompts come from ``prompts``, a ``prompt_file`` (one per line) or ``class_labels``; ``settings`` are fields of
+    Prompts come from ``prompts``, a ``prompt_file`` (one per line) or ``class_labels``. With ``images`` (a folder of
+    captioned images, see ``data.py``) training uses real data as in the paper instead of teacher trajectories, and
+    needs ``height`` and ``width`` in ``call_kwargs``. ``settings`` are fields of
     :class:`RefinerTrainingConfig` (``output_dir``, ``steps``, ``batch_size``, ``learning_rate``, ``dt_range``,
     ``mixed_precision``, ``seed``, ``resume``, ``push_to_hub``, ...).
     """
@@ -182,7 +185,13 @@ def train_refiner(
     from ..refiner import VelocityRefiner
 
     config = config or RefinerTrainingConfig(**settings)
-    if prompt_file is not None:
+    pairs = None
+    if images is not None:
+        from .data import load_image_folder
+
+        pairs = load_image_folder(images)
+        prompts = [caption for _, caption in pairs]
+    elif prompt_file is not None:
         prompts = read_prompts(prompt_file)
     prompts = list(prompts if prompts is not None else class_labels or [])
     validate(config, prompts)
@@ -215,15 +224,21 @@ def train_refiner(
     if config.record_steps:
         call_kwargs["num_inference_steps"] = config.record_steps
 
-    # 1. The teacher's trajectories: each process records its share of the prompts.
+    # 1. The teacher's trajectories (or the encoded images): each process takes its share of the prompts.
     share = prompts[accelerator.process_index :: accelerator.num_processes] or prompts[:1]
-    seeds_offset = config.seed * 100_003
-    calls = record_teacher_calls(
-        pipe, share, call_kwargs, config.record_batch_size, seeds_offset + accelerator.process_index,
-        progress=progress and accelerator.is_local_main_process,
-    )
+    show = progress and accelerator.is_local_main_process
+    if pairs is not None:
+        from .data import data_calls
+
+        pair_share = pairs[accelerator.process_index :: accelerator.num_processes] or pairs[:1]
+        calls = data_calls(pipe, pair_share, config.call_kwargs, config.record_batch_size, progress=show)
+    else:
+        seeds_offset = config.seed * 100_003
+        calls = record_teacher_calls(
+            pipe, share, call_kwargs, config.record_batch_size, seeds_offset + accelerator.process_index, progress=show
+        )
     low, high = config.sigma_range
-    calls = [call for call in calls if low <= float(call.sigma) <= high]
+    calls = [call for call in calls if call.sigma is None or low <= float(call.sigma) <= high]
     if not calls:
         raise ValueError(f"No recorded teacher call has sigma in {config.sigma_range}; widen sigma_range.")
     groups = group_calls(calls)
@@ -260,7 +275,8 @@ def train_refiner(
             generator = _generator(config.seed, accelerator.process_index, state.step * 1000 + micro)
             batch, dt = sample_batch(groups, sizes, local_batch, config.dt_range, generator)
             with accelerator.accumulate(refiner):
-                loss = _loss(batch, dt, pipe.transformer, adapter, refiner, accelerator, teacher_dtype)
+                loss = _loss(batch, dt, pipe.transformer, adapter, refiner, accelerator, teacher_dtype,
+                             config.sigma_range, generator)
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -296,7 +312,8 @@ def train_refiner(
             held_out = [prompts[i % len(prompts)] for i in range(config.eval_samples)]
             seeds = [10_000 + config.seed + i for i in range(config.eval_samples)]
             metrics = refiner_errors(pipe, trained, config.eval_plan, held_out, seeds, config.call_kwargs)
-        trained.register_to_config(training_info=_training_info(config, base_model, prompts, last_loss, metrics, pipe))
+        info = _training_info(config, base_model, prompts, last_loss, metrics, pipe, from_images=pairs is not None)
+        trained.register_to_config(training_info=info)
         trained.save_pretrained(output / REFINER_FOLDER)
         _write_run_info(output, config, accelerator, local_batch, checksums, last_loss, metrics, len(calls))
         if config.push_to_hub:
@@ -321,8 +338,15 @@ def _forget_previous_accelerator_settings() -> None:
     GradientState._reset_state()
 
 
-def _loss(batch, dt, transformer, adapter, refiner, accelerator, teacher_dtype) -> torch.Tensor:
+def _loss(batch, dt, transformer, adapter, refiner, accelerator, teacher_dtype, sigma_range, generator):
     sample, velocity, sigma, arguments = stack_calls(batch, accelerator.device, teacher_dtype)
+    if velocity is None:  # data-based: noise the clean latent to a random sigma and ask the teacher there
+        low, high = sigma_range
+        sigma = (low + (high - low) * torch.rand(len(batch), generator=generator)).to(accelerator.device)
+        noise = torch.randn(sample.shape, generator=generator).to(sample)
+        mix = sigma.view((-1,) + (1,) * (sample.dim() - 1)).to(sample.dtype)
+        sample = (1 - mix) * sample + mix * noise
+        velocity = query_teacher(transformer, adapter, arguments, sample, sigma)
     dt = torch.minimum(dt.to(accelerator.device), sigma)  # never step past the data
     shape = (-1,) + (1,) * (sample.dim() - 1)
     moved = sample - dt.view(shape).to(sample.dtype) * velocity  # a step towards the data (sigma decreases)
@@ -382,12 +406,13 @@ def _append_loss(path: Path, step: int, loss: float, seconds: float) -> None:
         writer.writerow([step, f"{loss:.6g}", f"{seconds:.1f}"])
 
 
-def _training_info(config, base_model, prompts, final_loss, metrics, pipe) -> dict[str, Any]:
+def _training_info(config, base_model, prompts, final_loss, metrics, pipe, from_images=False) -> dict[str, Any]:
     info = {
         "method": "data-free distillation from the base model's own trajectories (FlowTurbo)",
         "base_model": base_model,
         "base_model_parameters": sum(p.numel() for p in pipe.transformer.parameters()),
-        "data_source": f"{len(prompts)} prompts/labels, e.g. {prompts[0]!r}",
+        "data_source": f"{len(prompts)} {'captioned images' if from_images else 'prompts/labels'}, "
+                       f"e.g. {prompts[0]!r}",
         "steps": config.steps,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,

@@ -30,8 +30,8 @@ class TeacherCall:
     """
 
     sample: torch.Tensor
-    velocity: torch.Tensor
-    sigma: torch.Tensor
+    velocity: torch.Tensor | None
+    sigma: torch.Tensor | None
     per_sample: dict[str, torch.Tensor]
     shared: dict[str, Any]
     group: tuple = field(default=())
@@ -141,14 +141,16 @@ def group_calls(calls: list[TeacherCall]) -> list[list[TeacherCall]]:
 
 
 def stack_calls(calls: list[TeacherCall], device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    """Stack calls of one group into ``(sample, velocity, sigma, arguments)`` on ``device``, in the teacher's dtype."""
+    """Stack calls of one group into ``(sample, velocity, sigma, arguments)`` on ``device``, in the teacher's dtype
+    (``velocity`` and ``sigma`` are ``None`` for data-based calls)."""
 
     def move(tensor):
         return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
 
     sample = move(torch.stack([call.sample for call in calls]))
-    velocity = move(torch.stack([call.velocity for call in calls]))
-    sigma = torch.stack([call.sigma for call in calls]).to(device)
+    recorded = calls[0].velocity is not None  # data-based calls hold a clean latent and no velocity yet
+    velocity = move(torch.stack([call.velocity for call in calls])) if recorded else None
+    sigma = torch.stack([call.sigma for call in calls]).to(device) if recorded else None
     arguments = {name: move(torch.stack([call.per_sample[name] for call in calls])) for name in calls[0].per_sample}
     for name, value in calls[0].shared.items():
         arguments[name] = move(value) if isinstance(value, torch.Tensor) else value
