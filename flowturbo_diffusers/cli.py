@@ -31,7 +31,22 @@ def add_generate_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--output", default="flowturbo_grid.png", help="PNG to write (default: flowturbo_grid.png)")
+    add_compile_argument(parser)
     parser.set_defaults(run=run_generate)
+
+
+def add_compile_argument(parser) -> None:
+    parser.add_argument(
+        "--compile", nargs="?", const="default", metavar="MODE",
+        help="compile FlowTurbo's step graphs (torch.compile); MODE e.g. reduce-overhead for CUDA graphs on GPU",
+    )
+
+
+def compile_mode(args):
+    """``False`` without --compile, ``None`` for torch's default mode, else the mode named."""
+    if args.compile is None:
+        return False
+    return None if args.compile == "default" else args.compile
 
 
 def run_generate(args) -> int:
@@ -50,6 +65,7 @@ def run_generate(args) -> int:
         device=args.device,
         dtype=_dtype(args.dtype),
         call_kwargs=call_kwargs,
+        compile_mode=compile_mode(args),
     )
     print(report(runs))
     print(f"Wrote {save_grid(runs, prompts, args.output)}")

@@ -64,8 +64,13 @@ def compare(
     dtype: torch.dtype = torch.float32,
     call_kwargs: dict | None = None,
     progress: bool = True,
+    compile_mode: str | None | bool = False,
 ) -> list[SamplerRun]:
-    """Generate ``prompts`` with the pipeline's own scheduler and with FlowTurbo; return both runs."""
+    """Generate ``prompts`` with the pipeline's own scheduler and with FlowTurbo; return both runs.
+
+    ``compile_mode`` (``None`` for torch's default mode, or e.g. ``"reduce-overhead"``; ``False`` for eager) compiles
+    FlowTurbo's graphs; the transformer is shared, so the baseline then runs it compiled too.
+    """
     from tqdm.auto import tqdm
 
     from .pipeline import FlowTurboPipeline
@@ -81,6 +86,8 @@ def compare(
     turbo = FlowTurboPipeline.from_pipe(base, refiner=refiner if refiner != "none" else False, plan=plan)
     for pipe in (base, turbo):
         pipe.set_progress_bar_config(disable=True)
+    if compile_mode is not False:
+        turbo.enable_flowturbo_compile(mode=compile_mode)
     prompts = prompts or DEFAULT_PROMPTS
     baseline_steps = baseline_steps or defaults.pop("num_inference_steps", None) or 28
     defaults.pop("num_inference_steps", None)
@@ -94,10 +101,11 @@ def compare(
     runs = []
     jobs = [
         (f"{type(base.scheduler).__name__}, {baseline_steps} steps", base, baseline_steps, "pipeline default"),
-        (f"FlowTurbo {turbo.plan}", turbo, turbo_steps, "flowturbo"),
+        (f"FlowTurbo {turbo.plan}" + (" compiled" if compile_mode is not False else ""), turbo, turbo_steps,
+         "flowturbo"),
     ]
     for name, pipe, n_steps, _ in tqdm(jobs, desc="Sampling", disable=not progress):
-        generate(pipe, n_steps, prompts[:1])  # warm-up
+        generate(pipe, n_steps, prompts)  # warm-up (and compilation) at the timed shapes
         counter["calls"] = 0
         start = time.perf_counter()
         images = generate(pipe, n_steps, prompts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ class FlowTurboPipelineMixin:
 
     refiner: VelocityRefiner | None = None
     last_evaluation_counts: dict[str, int] | None = None
+    _compile_options = None  # set by enable_flowturbo_compile
 
     # ----------------------------------------------------------------------------------------------------------------
     # Configuration
@@ -61,6 +63,10 @@ class FlowTurboPipelineMixin:
             refiner = VelocityRefiner.from_pretrained(refiner, **kwargs)
         refiner.check_compatible(self.transformer)
         self.refiner = refiner.eval().requires_grad_(False)
+        if self._compile_options is not None and self._compile_options.refiner:
+            from .compile import compile_refiner
+
+            compile_refiner(self.refiner, self._compile_options)
         return refiner
 
     def unload_refiner(self) -> None:
@@ -93,10 +99,74 @@ class FlowTurboPipelineMixin:
             kwargs["num_inference_steps"] = plan.num_steps
         if self.refiner is not None:
             _move(self.refiner, self._execution_device, self.transformer.dtype)
-        with route_refiner_steps(self.transformer, self.refiner, self.scheduler) as routing:
+        compiled = self._compile_options
+        with route_refiner_steps(
+            self.transformer,
+            self.refiner,
+            self.scheduler,
+            cuda_graphs=compiled is not None and compiled.cuda_graphs,
+            on_new_shape=self._note_shape if compiled is not None else None,
+        ) as routing:
             output = super().__call__(*args, **kwargs)
         self.last_evaluation_counts = dict(routing.counts)
         return output
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Compilation
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def enable_flowturbo_compile(
+        self,
+        mode: str | None = None,
+        backend: str = "inductor",
+        transformer: bool = True,
+        refiner: bool = True,
+        steps: bool = True,
+        vae: bool = False,
+    ) -> dict[str, str]:
+        """Compile the plan's step graphs: refiner (fullgraph), scheduler updates, transformer, optionally the VAE
+        decoder. ``mode="reduce-overhead"`` runs them as CUDA graphs on GPU. Returns what was compiled and how.
+
+        Shapes are static: call :meth:`flowturbo_warmup` with the batch size and resolution you will use to compile
+        ahead of time; another shape later compiles once more and is logged. See ``docs/compile.md``.
+        """
+        from .compile import CompileOptions, compile_pipeline
+
+        if self._compile_options is not None:
+            raise RuntimeError("FlowTurbo compilation is already enabled on this pipeline.")
+        options = CompileOptions(mode=mode, backend=backend, transformer=transformer, refiner=refiner, steps=steps,
+                                 vae=vae)
+        compiled = compile_pipeline(self, options)
+        self._compile_options = options
+        self._compiled_shapes = set()
+        logger.info(f"FlowTurbo compiled {compiled} (mode={mode!r}); the first call per shape compiles the graphs.")
+        return compiled
+
+    def flowturbo_warmup(self, batch_size: int = 1, height: int | None = None, width: int | None = None,
+                         **call_kwargs) -> dict:
+        """Run one call at ``batch_size`` x ``height`` x ``width`` so that compilation happens now, not in the first
+        real call; returns and logs how long it took."""
+        if self._compile_options is None:
+            raise RuntimeError("Call enable_flowturbo_compile() before flowturbo_warmup().")
+        sizes = {key: value for key, value in (("height", height), ("width", width)) if value is not None}
+        output_type = "pil" if self._compile_options.vae else "latent"
+        start = time.perf_counter()
+        self(prompt=[""] * batch_size, output_type=output_type, **sizes, **call_kwargs)
+        seconds = time.perf_counter() - start
+        logger.warning(f"FlowTurbo warm-up (compilation) at batch {batch_size}, {sizes or 'default size'}: {seconds:.1f} s.")
+        return {"seconds": seconds, "batch_size": batch_size, **sizes, "latent_shapes": sorted(self._compiled_shapes)}
+
+    def _note_shape(self, shape: tuple) -> None:
+        """Static-shape graphs compile once per latent shape: say so when a call brings a new one."""
+        if shape in self._compiled_shapes:
+            return
+        if self._compiled_shapes:
+            logger.warning(
+                f"FlowTurbo: latents of shape {shape} are new to the compiled graphs (compiled for "
+                f"{sorted(self._compiled_shapes)}); compiling once more for them, so this call is slower. Warm up "
+                "each batch size and resolution you use with pipe.flowturbo_warmup(...)."
+            )
+        self._compiled_shapes.add(shape)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Saving
@@ -150,6 +220,7 @@ class FlowTurboPipeline:
         refiner: str | os.PathLike | VelocityRefiner | None = None,
         plan: str | None = None,
         refiner_kwargs: dict | None = None,
+        compile: bool | dict = False,
         **kwargs,
     ):
         """Load ``base`` with its usual pipeline class, swap in FlowTurboScheduler and attach a refiner.
@@ -160,6 +231,7 @@ class FlowTurboPipeline:
                 if there is one; ``False`` loads none.
             plan: The sampling plan; defaults to the refiner's first recommended plan, or ``"H1P*"`` without one.
             refiner_kwargs: Extra arguments for ``VelocityRefiner.from_pretrained`` (``revision``, ``subfolder``...).
+            compile: ``True`` (or a dict of ``enable_flowturbo_compile`` arguments) compiles the step graphs.
             kwargs: Passed to the pipeline's ``from_pretrained`` (``torch_dtype``, ``variant``, ``revision``...).
         """
         from diffusers import DiffusionPipeline
@@ -172,7 +244,10 @@ class FlowTurboPipeline:
         pipe = flowturbo_class(pipeline_class).from_pretrained(pretrained_model_name_or_path, **kwargs)
         if refiner is None:
             refiner = _local_refiner(pretrained_model_name_or_path)
-        return _configure(pipe, refiner, plan, refiner_kwargs)
+        pipe = _configure(pipe, refiner, plan, refiner_kwargs)
+        if compile:
+            pipe.enable_flowturbo_compile(**(compile if isinstance(compile, dict) else {}))
+        return pipe
 
     @classmethod
     def from_pipe(cls, pipeline, refiner: str | os.PathLike | VelocityRefiner | None = None, plan: str | None = None,

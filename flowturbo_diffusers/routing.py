@@ -34,11 +34,15 @@ class RefinerRoutingHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, refiner, scheduler, adapter):
+    def __init__(self, refiner, scheduler, adapter, cuda_graphs: bool = False, on_new_shape=None):
         super().__init__()
         self.refiner = refiner
         self.scheduler = scheduler
         self.adapter = adapter
+        # Under CUDA graphs (compile mode "reduce-overhead"): mark each model call as a new step, and copy the
+        # velocities held for later steps out of the graphs' output buffers, which the next replay overwrites.
+        self.cuda_graphs = cuda_graphs
+        self.on_new_shape = on_new_shape
         # diffusers sets the pipeline's cache context ("cond"/"uncond") on every StateManager of a stateful hook.
         self.cache_context = StateManager(_NoState)
         self.counts = {"base": 0, "refiner": 0}
@@ -61,12 +65,20 @@ class RefinerRoutingHook(ModelHook):
         self._calls_in_evaluation[context] = ordinal + 1
         return context, ordinal
 
+    def _held(self, velocity: torch.Tensor) -> torch.Tensor:
+        return velocity.clone() if self.cuda_graphs else velocity
+
     def new_forward(self, module, *args, **kwargs):
         evaluation = self.scheduler.current_evaluation
         branch = self._branch()
+        if self.on_new_shape is not None:
+            sample = kwargs.get("hidden_states", args[0] if args else None)
+            self.on_new_shape(tuple(sample.shape))
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         if evaluation is None or evaluation.kind != REFINER:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            self.velocities[branch] = velocity_of(output)
+            self.velocities[branch] = self._held(velocity_of(output))
             self.counts["base"] += 1
             return output
         call = self.adapter.read(module, args, kwargs, self.fn_ref.original_forward)
@@ -82,14 +94,14 @@ class RefinerRoutingHook(ModelHook):
             velocity = self.refiner.refine(call, given)
             self.counts["refiner"] += 1
         if evaluation.point == "start":
-            self.pending[branch] = velocity
+            self.pending[branch] = self._held(velocity)
         else:
-            self.velocities[branch] = velocity if given is None else given  # v_prev := v0 (method.md)
+            self.velocities[branch] = self._held(velocity) if given is None else given  # v_prev := v0 (method.md)
         return self.adapter.output_like(call.arguments, velocity)
 
 
 @contextmanager
-def route_refiner_steps(transformer: torch.nn.Module, refiner, scheduler):
+def route_refiner_steps(transformer: torch.nn.Module, refiner, scheduler, cuda_graphs: bool = False, on_new_shape=None):
     """Within the block, R evaluations of ``scheduler``'s plan go to ``refiner``; yields the hook, whose ``counts``
     tally base-model and refiner evaluations.
 
@@ -100,7 +112,7 @@ def route_refiner_steps(transformer: torch.nn.Module, refiner, scheduler):
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     if HOOK_NAME in registry.hooks:
         _remove(registry, transformer, None)
-    hook = RefinerRoutingHook(refiner, scheduler, adapter_for(transformer))
+    hook = RefinerRoutingHook(refiner, scheduler, adapter_for(transformer), cuda_graphs, on_new_shape)
     registry.register_hook(hook, HOOK_NAME)
     installed_forward = transformer.forward
     scheduler.refiner_attached = refiner is not None

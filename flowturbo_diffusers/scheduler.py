@@ -18,7 +18,7 @@ from diffusers.utils import BaseOutput, logging
 
 from .plan import DEFAULT_PLAN, EULER, REFINER, Evaluation, Plan, evaluation_layout
 from .sigmas import EULER_GRID, SIGMA_SCHEDULES, compute_sigma_grid, translate_scheduler_config
-from .steps import euler_update, heun_correction
+from .steps import UPDATES
 
 logger = logging.get_logger(__name__)
 
@@ -101,6 +101,8 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = None
         self._begin_index = None
         self._velocity = None
+        self._updates = dict(UPDATES)
+        self._clone_held_velocities = False
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
@@ -227,33 +229,53 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         step_size = self._step_sizes[evaluation.step]
         velocity = model_output.to(torch.float32)
         current = sample.to(torch.float32)
+        updates = self._updates
         if evaluation.point == "start" and evaluation.kind != EULER:
             # First evaluation of an H, R (or leading P) step: go to the predicted point.
-            self._velocity = velocity
-            prev_sample = euler_update(current, velocity, step_size)
+            self._velocity = self._keep(velocity)
+            prev_sample = updates["predict"](current, velocity, step_size)
         else:
+            # The step ends here. If a P step follows, it reuses this velocity and predicts its point right away.
+            following = self.evaluations[index + 1] if index + 1 < len(self.evaluations) else None
+            next_step_size = self._step_sizes[following.step] if following and following.point == "predicted" else None
             if evaluation.kind == EULER:
-                next_sample = euler_update(current, velocity, step_size)
+                prev_sample = (
+                    updates["predict"](current, velocity, step_size)
+                    if next_step_size is None
+                    else updates["euler_then_predict"](current, velocity, step_size, next_step_size)
+                )
             elif self._velocity is None:
                 # The run starts at this predicted point (img2img): it is the next grid point itself.
-                next_sample = current
+                prev_sample = current if next_step_size is None else updates["predict"](current, velocity, next_step_size)
+            elif next_step_size is None:
+                prev_sample = updates["correct"](current, self._velocity, velocity, step_size)
             else:
-                next_sample = heun_correction(current, self._velocity, velocity, step_size)
-            prev_sample = self._hand_over(next_sample, velocity, index + 1)
+                prev_sample = updates["correct_then_predict"](current, self._velocity, velocity, step_size, next_step_size)
+            self._velocity = None if next_step_size is None else self._keep(velocity)
         self._step_index += 1
         prev_sample = prev_sample.to(sample.dtype)
         if not return_dict:
             return (prev_sample,)
         return FlowTurboSchedulerOutput(prev_sample=prev_sample)
 
-    def _hand_over(self, next_sample: torch.Tensor, velocity: torch.Tensor, next_index: int) -> torch.Tensor:
-        """After a step ends at ``next_sample``: a following P step reuses ``velocity`` to predict its point now."""
-        following = self.evaluations[next_index] if next_index < len(self.evaluations) else None
-        if following is not None and following.point == "predicted":
-            self._velocity = velocity
-            return euler_update(next_sample, velocity, self._step_sizes[following.step])
-        self._velocity = None
-        return next_sample
+    def _keep(self, velocity: torch.Tensor) -> torch.Tensor:
+        """A velocity held until a later step. Under CUDA graphs the model's outputs live in buffers the next replay
+        overwrites, so a held velocity must be a copy (``compile_steps(clone_held_velocities=True)``)."""
+        return velocity.clone() if self._clone_held_velocities else velocity
+
+    def compile_steps(self, backend: str = "inductor", clone_held_velocities: bool = False, **options) -> None:
+        """Use compiled versions of the step updates (``torch.compile`` with ``fullgraph=True``, static shapes).
+
+        Each update is a pure function of tensors (step sizes included), so a plan's steps reuse a handful of graphs.
+        They are compiled without CUDA graphs: they are single fused element-wise kernels, and their outputs are held
+        across model calls, which CUDA graph buffers do not allow.
+        """
+        options = {key: value for key, value in options.items() if key != "mode"}
+        self._updates = {
+            name: torch.compile(update, fullgraph=True, dynamic=False, backend=backend, **options)
+            for name, update in UPDATES.items()
+        }
+        self._clone_held_velocities = clone_held_velocities
 
     def index_for_timestep(self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None) -> int:
         """First entry of ``timesteps`` equal to ``timestep`` (used only before a run whose begin index is unknown)."""

@@ -27,3 +27,31 @@ def heun_correction(
 ) -> torch.Tensor:
     """The trapezoidal (Heun) update ``x + h/2 (v0 + v1)``, given the predicted point ``x~ = x + h v0``."""
     return predicted + 0.5 * step_size * (predicted_velocity - velocity)
+
+
+def correct_then_predict(
+    predicted: torch.Tensor,
+    velocity: torch.Tensor,
+    predicted_velocity: torch.Tensor,
+    step_size: torch.Tensor,
+    next_step_size: torch.Tensor,
+) -> torch.Tensor:
+    """A Heun correction followed by the next P step's prediction with the reused velocity ``v1``: the whole update a
+    pseudo-corrector chain makes per evaluation, as one function (one fused kernel when compiled)."""
+    return euler_update(heun_correction(predicted, velocity, predicted_velocity, step_size), predicted_velocity, next_step_size)
+
+
+def euler_then_predict(
+    sample: torch.Tensor, velocity: torch.Tensor, step_size: torch.Tensor, next_step_size: torch.Tensor
+) -> torch.Tensor:
+    """An Euler step followed by the next P step's prediction with the same velocity."""
+    return euler_update(euler_update(sample, velocity, step_size), velocity, next_step_size)
+
+
+# The updates a scheduler step can make, by name; the scheduler swaps in compiled versions (see compile.py).
+UPDATES = {
+    "predict": euler_update,
+    "correct": heun_correction,
+    "correct_then_predict": correct_then_predict,
+    "euler_then_predict": euler_then_predict,
+}

@@ -22,3 +22,9 @@ def test_generate_writes_a_grid_and_prints_both_samplers(tmp_path, capsys):
 def test_flowturbo_without_a_command_prints_help(capsys):
     assert cli.main([]) == 1
     assert "generate" in capsys.readouterr().out
+
+
+def test_generate_with_compile(tmp_path, capsys):
+    assert cli.main(["generate", "--plan", "H1P3", "--baseline-steps", "4", "--prompt", "a red 7", "--compile",
+                     "--output", str(tmp_path / "grid.png")]) == 0
+    assert "FlowTurbo H1P3 compiled" in capsys.readouterr().out
