@@ -1,4 +1,4 @@
-"""The ``flowturbo`` command: ``generate`` (the main job) and ``train-refiner``."""
+"""The ``flowturbo`` command: ``generate`` (the main job), ``train-refiner`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -155,12 +155,81 @@ def run_train(args) -> int:
     return 0
 
 
+def add_bench_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark FlowTurbo against Euler, Heun, DPM-Solver++, UniPC and cache hooks (quality vs latency)",
+        description="Run every sampler from the same noise and prompts; measure fidelity to a converged reference "
+        "(latent and pixel PSNR), FID/KID and prompt accuracy (bundled classifier), time per image and model "
+        "evaluations; write JSON, Markdown, a Pareto plot and a sample grid. Default model: the bundled one.",
+    )
+    parser.add_argument("--model", help="diffusers pipeline: local folder or Hub id (default: the bundled model)")
+    parser.add_argument("--refiner", help="refiner folder or Hub id (default: the model's refiner/); 'none' for none")
+    parser.add_argument("--output-dir", default="benchmark-results")
+    parser.add_argument("--docs", metavar="PATH", help="also write the report there (e.g. docs/benchmarks.md)")
+    parser.add_argument("--quality-samples", type=int, default=200)
+    parser.add_argument("--real-samples", type=int, default=1000)
+    parser.add_argument("--reference-steps", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per sampler and batch size (median)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="two points per sampler family (a smoke test)")
+    parser.add_argument("--compile-plan", default="H1P5R3", help="plan for the compiled-vs-eager comparison")
+    add_compile_argument(parser)
+    parser.add_argument("--num-processes", type=int, default=1,
+                        help="split generation over this many processes (relaunches under accelerate launch)")
+    parser.set_defaults(run=run_bench)
+
+
+def run_bench(args) -> int:
+    import os
+    from pathlib import Path
+
+    if args.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return _relaunch_with_accelerate(args.num_processes, args.argv)
+    from .benchmark.report import headline_markdown, write_outputs
+    from .benchmark.run import BenchmarkSettings, run_benchmark
+
+    settings = BenchmarkSettings(
+        model=args.model, refiner=args.refiner, quality_samples=args.quality_samples, real_samples=args.real_samples,
+        reference_steps=args.reference_steps, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
+        seed=args.seed, quick=args.quick,
+    )
+    mode = compile_mode(args)
+    outcome = run_benchmark(settings, compile_plan=args.compile_plan if mode is not False else None,
+                            compile_mode=mode or None)
+    if outcome is None:  # not the main process
+        return 0
+    results, context = outcome
+    command = "flowturbo " + " ".join(args.argv)
+    summary = write_outputs(results, context, Path(args.output_dir), Path(args.docs) if args.docs else None, command)
+    print(headline_markdown(summary["headline"]))
+    overhead = context["overhead"]
+    print(f"Overhead: {100 * overhead['share_of_call']:.2f}% of a FlowTurbo call ({overhead['plan']}).")
+    print(f"Wrote {args.output_dir}/benchmark.json, benchmark.md, pareto.png, samples.png"
+          + (f" and {args.docs}" if args.docs else ""))
+    return 0
+
+
+def _relaunch_with_accelerate(processes: int, arguments: list[str]) -> int:
+    """Run this same command under ``accelerate launch`` with ``processes`` processes (gloo on CPU)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+               "flowturbo_diffusers.cli", *arguments]
+    return subprocess.call(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowturbo", description="FlowTurbo sampling for diffusers flow pipelines.")
     subparsers = parser.add_subparsers(title="commands")
     add_generate_parser(subparsers)
     add_train_parser(subparsers)
+    add_bench_parser(subparsers)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not hasattr(args, "run"):
         parser.print_help()
         return 1

@@ -1,0 +1,288 @@
+"""From measured results to conclusions: Pareto curves, the headline savings, a Markdown table, plots, a sample grid
+and ``docs/benchmarks.md``. Everything here is computed from the results of one run."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+
+from .samplers import FLOWTURBO_FAMILIES, HEUN
+
+FIDELITY_LEVELS = (6, 8, 12)  # Heun step counts that define the three fidelity levels
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points (time, quality) that no other point beats on both; sorted by time, quality increasing."""
+    front = []
+    for time_, quality in sorted(points):
+        if not front or quality > front[-1][1]:
+            front.append((time_, quality))
+    return front
+
+
+def time_to_reach(front: list[tuple[float, float]], level: float) -> float | None:
+    """Time at which a Pareto curve reaches ``level``, interpolating log-time linearly in quality between measured
+    points; the cheapest point's time if it is already above; ``None`` if the curve never gets there."""
+    if not front:
+        return None
+    if level <= front[0][1]:
+        return front[0][0]
+    for (t0, q0), (t1, q1) in zip(front, front[1:]):
+        if q0 < level <= q1:
+            fraction = (level - q0) / (q1 - q0)
+            return math.exp(math.log(t0) + fraction * (math.log(t1) - math.log(t0)))
+    return None
+
+
+def family_fronts(results, batch_size: int, metric: str = "latent_psnr") -> dict[str, list]:
+    fronts: dict[str, list] = {}
+    for result in results:
+        fronts.setdefault(result.spec.family, []).append((result.seconds_per_image[batch_size], getattr(result, metric)))
+    fronts = {family: pareto_front(points) for family, points in fronts.items()}
+    flowturbo = [p for family in FLOWTURBO_FAMILIES for p in fronts.get(family, [])]
+    fronts["FlowTurbo (best plan)"] = pareto_front(flowturbo)
+    return fronts
+
+
+def headline(results, batch_sizes) -> dict:
+    """At the fidelity of Heun with 6, 8 and 12 steps: how much less time FlowTurbo's best plan needs than Heun, and
+    than the fastest other sampler at that fidelity (all read off measured Pareto curves)."""
+    heun = {r.spec.steps: r for r in results if r.spec.family == HEUN}
+    table = {}
+    for batch_size in batch_sizes:
+        fronts = family_fronts(results, batch_size)
+        rows = []
+        for steps in FIDELITY_LEVELS:
+            if steps not in heun:
+                continue
+            level = heun[steps].latent_psnr
+            heun_time = heun[steps].seconds_per_image[batch_size]
+            turbo_time = time_to_reach(fronts["FlowTurbo (best plan)"], level)
+            others = {family: time_to_reach(front, level) for family, front in fronts.items()
+                      if family not in FLOWTURBO_FAMILIES and family != "FlowTurbo (best plan)"}
+            reached = {family: t for family, t in others.items() if t is not None}
+            fastest = min(reached, key=reached.get) if reached else None
+            rows.append({
+                "heun_steps": steps,
+                "latent_psnr_db": level,
+                "heun_seconds": heun_time,
+                "flowturbo_seconds": turbo_time,
+                "flowturbo_time_saved_vs_heun": None if turbo_time is None else 1 - turbo_time / heun_time,
+                "fastest_other": fastest,
+                "fastest_other_seconds": reached.get(fastest),
+                "flowturbo_time_saved_vs_fastest_other": (
+                    None if turbo_time is None or fastest is None else 1 - turbo_time / reached[fastest]
+                ),
+            })
+        table[batch_size] = rows
+    return table
+
+
+def _fmt(value, spec: str = ".3g", none: str = "—") -> str:
+    if value is None:
+        return none
+    return format(value, spec)
+
+
+def markdown_table(results, batch_sizes) -> str:
+    columns = ["sampler", "base evals", "refiner evals"] + [f"ms/img @{b}" for b in batch_sizes]
+    columns += ["latent PSNR", "pixel PSNR", "FID", "KID", "accuracy"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in sorted(results, key=lambda r: (r.spec.family, r.seconds_per_image[batch_sizes[0]])):
+        cells = [r.spec.name, str(r.base_evaluations), str(r.refiner_evaluations)]
+        cells += [f"{1000 * r.seconds_per_image[b]:.1f}" for b in batch_sizes]
+        cells += [f"{r.latent_psnr:.2f}", _fmt(r.pixel_psnr, ".2f"), _fmt(r.fid, ".2f"), _fmt(r.kid, ".4f"),
+                  _fmt(None if r.accuracy is None else 100 * r.accuracy, ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ms(seconds) -> str:
+    return "not reached" if seconds is None else f"{1000 * seconds:.1f} ms"
+
+
+def _percent(fraction) -> str:
+    return "—" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def headline_markdown(table: dict) -> str:
+    lines = []
+    for batch_size, rows in table.items():
+        lines.append(f"Batch {batch_size}:\n")
+        lines.append("| fidelity level | latent PSNR | Heun | FlowTurbo (best plan) | time saved vs Heun | fastest other "
+                     "sampler | time saved vs it |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for row in rows:
+            lines.append(
+                f"| Heun, {row['heun_steps']} steps | {row['latent_psnr_db']:.2f} dB | {_ms(row['heun_seconds'])} | "
+                f"{_ms(row['flowturbo_seconds'])} | {_percent(row['flowturbo_time_saved_vs_heun'])} | "
+                f"{row['fastest_other'] or '—'} ({_ms(row['fastest_other_seconds'])}) | "
+                f"{_percent(row['flowturbo_time_saved_vs_fastest_other'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_pareto(results, batch_sizes, path: Path, levels: dict | None = None) -> Path:
+    """Latent PSNR against time per image, every measured point and each family's Pareto curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(batch_sizes), figsize=(6.5 * len(batch_sizes), 5), squeeze=False)
+    families = sorted({r.spec.family for r in results})
+    for axis, batch_size in zip(axes[0], batch_sizes):
+        fronts = family_fronts(results, batch_size)
+        for family in families:
+            points = [(1000 * r.seconds_per_image[batch_size], r.latent_psnr) for r in results if r.spec.family == family]
+            front = [(1000 * t, q) for t, q in fronts[family]]
+            style = dict(linewidth=2.5 if family in FLOWTURBO_FAMILIES else 1.2)
+            line, = axis.plot(*zip(*front), marker="o", label=family, **style)
+            axis.scatter(*zip(*points), s=12, color=line.get_color(), alpha=0.5)
+        for steps, level in (levels or {}).items():
+            axis.axhline(level, color="grey", linestyle=":", linewidth=0.8)
+            axis.annotate(f"Heun {steps}", (axis.get_xlim()[0], level), fontsize=7, color="grey")
+        axis.set_xscale("log")
+        axis.set_xlabel(f"time per image at batch {batch_size} (ms, log scale)")
+        axis.set_ylabel("latent PSNR vs reference (dB)")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_outputs(results, context, output_dir: Path, docs_path: Path | None = None, command: str = "") -> dict:
+    """Write benchmark.json, benchmark.md, pareto.png, samples.png (and docs/benchmarks.md); return the summary."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    batch_sizes = list(context["settings"]["batch_sizes"])
+    summary = {
+        "command": command,
+        "environment": environment(),
+        "context": {k: v for k, v in context.items() if k not in ("reference_samples", "real_samples")},
+        "headline": headline(results, batch_sizes),
+        "results": [r.to_json() for r in results],
+    }
+    (output_dir / "benchmark.json").write_text(json.dumps(summary, indent=2, default=str))
+    heun = {r.spec.steps: r.latent_psnr for r in results if r.spec.family == HEUN and r.spec.steps in FIDELITY_LEVELS}
+    plot = plot_pareto(results, batch_sizes, output_dir / "pareto.png", heun)
+    grid = matched_budget_grid(results, context, output_dir / "samples.png", batch_sizes[-1])
+    markdown = render_markdown(summary, results, batch_sizes, plot.name, grid.name if grid else None)
+    (output_dir / "benchmark.md").write_text(markdown)
+    if docs_path is not None:
+        images = docs_path.parent / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        (images / "benchmark_pareto.png").write_bytes(plot.read_bytes())
+        if grid:
+            (images / "benchmark_samples.png").write_bytes(grid.read_bytes())
+        docs_path.write_text(render_markdown(summary, results, batch_sizes, "images/benchmark_pareto.png",
+                                             "images/benchmark_samples.png" if grid else None))
+    return summary
+
+
+def matched_budget_grid(results, context, path: Path, batch_size: int) -> Path | None:
+    import statistics
+
+    from ..images import image_grid
+
+    with_samples = [r for r in results if r.samples is not None]
+    if not with_samples:
+        return None
+    turbo = [r.seconds_per_image[batch_size] for r in with_samples if r.spec.family in FLOWTURBO_FAMILIES]
+    budget = statistics.median(turbo) if turbo else statistics.median(r.seconds_per_image[batch_size] for r in with_samples)
+    rows, labels = [], []
+    for label, images in (("real data", context.get("real_samples")), ("reference", context.get("reference_samples"))):
+        if images is not None:
+            rows.append(_pil(images))
+            labels.append(label)
+    for family in sorted({r.spec.family for r in with_samples}):
+        candidates = [r for r in with_samples if r.spec.family == family]
+        chosen = min(candidates, key=lambda r: abs(math.log(r.seconds_per_image[batch_size] / budget)))
+        rows.append(_pil(chosen.samples))
+        labels.append(f"{chosen.spec.name} ({1000 * chosen.seconds_per_image[batch_size]:.1f} ms)")
+    grid = image_grid(rows, row_labels=labels, scale=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def _pil(images):
+    from PIL import Image
+
+    array = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in array]
+
+
+def environment() -> dict:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | None) -> str:
+    context = summary["context"]
+    reference = context["reference"]
+    overhead = context.get("overhead") or {}
+    lines = [
+        "# Benchmark",
+        "",
+        "Generated by the benchmark script; rerun it to regenerate this page (ratios come from one run):",
+        "",
+        f"```bash\n{summary['command']}\n```",
+        "",
+        f"Environment: {summary['environment']}. Settings: {context['settings']}.",
+        "",
+        "## Headline",
+        "",
+        "Fidelity is the latent PSNR of the final latents against the exact ODE solution from the same noise and "
+        "prompt. Each fidelity level is Heun's at 6, 8 and 12 steps; the times for FlowTurbo and the other samplers "
+        "are read off their measured Pareto curves (interpolated in log time).",
+        "",
+        headline_markdown(summary["headline"]),
+        f"Reference: {reference['description']}; it is converged: the solve with half as many steps is within "
+        f"{reference['psnr_of_half_steps_solution_db']:.1f} dB PSNR of it.",
+        "",
+    ]
+    if overhead:
+        lines += [
+            f"Overhead of FlowTurbo's scheduler and routing hook (plan {overhead['plan']}, no-op model, batch 1): "
+            f"{1e6 * overhead['extra_seconds_over_euler']:.0f} µs per call over Euler at the same "
+            f"{overhead['evaluations']} evaluations ({overhead['extra_microseconds_per_evaluation']:.1f} µs per "
+            f"evaluation), {100 * overhead['share_of_call']:.2f}% of a real FlowTurbo call.",
+            "",
+        ]
+    if context.get("refiner_parameters"):
+        lines += [f"Refiner: {context['refiner_parameters']:,} parameters, "
+                  f"{100 * context['refiner_parameters'] / context['base_parameters']:.1f}% of the base transformer "
+                  f"({context['base_parameters']:,}).", ""]
+    if context.get("real_vs_real_fid") is not None:
+        lines += [f"FID floor (held-out real images against real images, same sample count): "
+                  f"{context['real_vs_real_fid']:.2f}.", ""]
+    if context.get("compile"):
+        lines += ["## Compiled vs eager", "", compile_markdown(context["compile"]), ""]
+    lines += ["## Quality against latency", "", f"![Pareto curves]({plot})", ""]
+    if grid:
+        lines += ["## Samples at a matched budget", "", f"![Samples]({grid})", ""]
+    lines += ["## All results", "", markdown_table(results, batch_sizes), ""]
+    return "\n".join(lines)
+
+
+def compile_markdown(compile_results: dict) -> str:
+    lines = ["| batch | eager ms/img | compiled ms/img | speed-up | compile time (s) |", "|---|---|---|---|---|"]
+    for batch, row in compile_results["batches"].items():
+        lines.append(f"| {batch} | {1000 * row['eager']:.2f} | {1000 * row['compiled']:.2f} | "
+                     f"{row['eager'] / row['compiled']:.2f}x | {row['compile_seconds']:.1f} |")
+    lines.append(f"\nPlan {compile_results['plan']}, mode {compile_results['mode']!r}; compiled and eager latents "
+                 f"agree to {compile_results['agreement_psnr_db']:.1f} dB PSNR.")
+    return "\n".join(lines)

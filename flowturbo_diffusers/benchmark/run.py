@@ -1,0 +1,338 @@
+"""Run the benchmark: every sampler from the same noise and prompts, quality against a converged reference and real
+data, cost side by side in one run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .metrics import frechet_distance, kernel_inception_distance, psnr
+from .samplers import MAGCACHE, SamplerSpec, SamplerSwitch, default_samplers
+
+
+@dataclass
+class BenchmarkSettings:
+    model: str | None = None  # None: the bundled model
+    refiner: str | None = None  # None: the model folder's refiner/
+    quality_samples: int = 200
+    real_samples: int = 1000
+    reference_steps: int = 128
+    batch_sizes: tuple[int, ...] = (1, 8)
+    repeats: int = 5
+    generation_batch: int = 50
+    seed: int = 0
+    quick: bool = False
+    overhead_plan: str = "H1P5"
+    call_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class SamplerResult:
+    spec: SamplerSpec
+    base_evaluations: int
+    refiner_evaluations: int
+    seconds_per_image: dict[int, float]
+    latent_psnr: float
+    pixel_psnr: float | None = None
+    fid: float | None = None
+    kid: float | None = None
+    accuracy: float | None = None
+    samples: torch.Tensor | None = field(default=None, repr=False)  # a few decoded samples for the grid
+
+    def to_json(self) -> dict:
+        row = asdict(self)
+        row.pop("samples")
+        row["spec"] = {**asdict(self.spec), "name": self.spec.name}
+        row["seconds_per_image"] = {str(k): v for k, v in self.seconds_per_image.items()}
+        return row
+
+
+class Benchmark:
+    """Holds the pipeline, the fixed prompts and noise seeds, the reference solution and the real-data features."""
+
+    def __init__(self, settings: BenchmarkSettings, state=None, progress: bool = True):
+        from accelerate import PartialState
+
+        self.settings = settings
+        self.state = state or PartialState()
+        self.progress = progress and self.state.is_main_process
+        self.pipe, self.call_kwargs, self.refiner, self.classifier = self._load()
+        self.switch = SamplerSwitch(self.pipe, self.refiner)
+        self.prompts, self.labels = self._prompts(settings.quality_samples)
+        self.seeds = [settings.seed * 1_000_003 + i for i in range(settings.quality_samples)]
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+
+    def _load(self):
+        from ..generate import load_default_model
+
+        settings = self.settings
+        classifier = None
+        if settings.model is None:
+            pipe, call_kwargs = load_default_model()
+            call_kwargs.pop("num_inference_steps", None)
+            from ..bundled import bundled_model_path, load_bundled_classifier
+
+            classifier = load_bundled_classifier()
+            refiner_path = settings.refiner or bundled_model_path() / "refiner"
+        else:
+            from diffusers import DiffusionPipeline
+
+            pipe, call_kwargs = DiffusionPipeline.from_pretrained(settings.model), {}
+            refiner_path = settings.refiner
+        call_kwargs.update(settings.call_kwargs)
+        pipe.to(self.state.device)
+        pipe.set_progress_bar_config(disable=True)
+        refiner = None
+        if refiner_path and str(refiner_path) != "none":
+            from ..refiner import VelocityRefiner
+
+            try:
+                refiner = VelocityRefiner.from_pretrained(refiner_path)
+            except Exception:
+                if settings.refiner:  # asked for explicitly: a failure is an error
+                    raise
+        return pipe, call_kwargs, refiner, classifier
+
+    def _prompts(self, count: int) -> tuple[list[str], list[int] | None]:
+        if self.classifier is None:
+            base = ["a photo of a cat", "a red car in the rain", "a bowl of fruit", "a mountain lake at dawn"]
+            return [base[i % len(base)] for i in range(count)], None
+        from .. import digits
+
+        batch = digits.render_batch(count, seed=10_000 + self.settings.seed, digits=[i % 10 for i in range(count)])
+        return batch.prompts, batch.labels.tolist()
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def generate(self, pipe, call_kwargs, indices) -> torch.Tensor:
+        """Latents for the benchmark samples at ``indices`` (prompt i always with noise seed i)."""
+        chunks = []
+        size = self.settings.generation_batch
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            generators = [torch.Generator(self.state.device).manual_seed(self.seeds[i]) for i in chunk]
+            out = pipe([self.prompts[i] for i in chunk], generator=generators, output_type="latent",
+                       **self.call_kwargs, **call_kwargs)
+            chunks.append(out.images.float().cpu())
+        return torch.cat(chunks)
+
+    def generate_all(self, pipe, call_kwargs) -> torch.Tensor:
+        """All benchmark samples, split across processes and gathered on every process."""
+        from accelerate.utils import gather_object
+
+        indices = list(range(len(self.prompts)))
+        with self.state.split_between_processes(indices) as share:
+            local = self.generate(pipe, call_kwargs, share) if share else torch.empty(0)
+        if self.state.num_processes == 1:
+            return local
+        parts = gather_object([local])
+        return torch.cat([part for part in parts if part.numel()])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor | None:
+        """Images in [0, 1] for image-layout latents (SD3-style pipelines); ``None`` for other layouts."""
+        vae = self.pipe.vae
+        if latents.dim() != 4 or not hasattr(vae.config, "scaling_factor"):
+            return None
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        images = []
+        for chunk in latents.split(64):
+            chunk = chunk.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift
+            images.append(((vae.decode(chunk).sample.float() + 1) / 2).clamp(0, 1).cpu())
+        return torch.cat(images)
+
+    def evaluations(self, pipe, call_kwargs) -> tuple[int, int]:
+        """Base-model and refiner evaluations of one single-image call."""
+        counter = {"calls": 0}
+        handle = self.pipe.transformer.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
+        try:
+            self.generate(pipe, call_kwargs, [0])
+        finally:
+            handle.remove()
+        if getattr(pipe, "last_evaluation_counts", None) is not None and pipe is self.switch.turbo:
+            return pipe.last_evaluation_counts["base"], pipe.last_evaluation_counts["refiner"]
+        return counter["calls"], 0
+
+    def time_per_image(self, pipe, call_kwargs, batch_size: int) -> float:
+        """Median wall time per image over ``repeats`` calls at ``batch_size``, after one warm-up call."""
+        indices = list(range(batch_size))
+        self.generate(pipe, call_kwargs, indices)
+        times = []
+        for _ in range(self.settings.repeats):
+            start = time.perf_counter()
+            self.generate(pipe, call_kwargs, indices)
+            times.append((time.perf_counter() - start) / batch_size)
+        return statistics.median(times)
+
+    # -- the run -------------------------------------------------------------------------------------------------
+
+    def reference(self) -> dict:
+        """A many-step Heun solve, and how far it is from the solve with half as many steps (its own error)."""
+        reference_steps = self.settings.reference_steps
+        turbo = self.switch.turbo
+        turbo.set_plan("H*")
+        solution = self.generate_all(turbo, {"num_inference_steps": reference_steps})
+        half = self.generate_all(turbo, {"num_inference_steps": reference_steps // 2})
+        return {
+            "latents": solution,
+            "images": self.decode(solution),
+            "description": f"Heun (FlowTurbo H*), {reference_steps} steps",
+            "psnr_of_half_steps_solution_db": float(psnr(half, solution).mean()),
+        }
+
+    def real_features(self):
+        if self.classifier is None:
+            return None
+        from .. import digits
+
+        real = digits.render_batch(self.settings.real_samples, seed=20_000 + self.settings.seed).images
+        return self.features(real)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor):
+        return torch.cat([self.classifier.features(chunk) for chunk in images.split(256)]).numpy()
+
+    def measure(self, spec: SamplerSpec, reference: dict, real_features) -> SamplerResult | None:
+        """Quality on all processes' share of the samples; cost (timed on the main process alone) and metrics on the
+        main process. Other processes return ``None``."""
+        if spec.family == MAGCACHE:
+            self.switch.calibrate_magcache(spec.steps, lambda p, kw: _quietly(self.generate, p, kw, [0]))
+        with self.switch.use(spec) as (pipe, call_kwargs):
+            latents = self.generate_all(pipe, call_kwargs)
+            if not self.state.is_main_process:
+                return None
+            base, refined = self.evaluations(pipe, call_kwargs)
+            timings = {b: self.time_per_image(pipe, call_kwargs, b) for b in self.settings.batch_sizes}
+        result = SamplerResult(spec, base, refined, timings, float(psnr(latents, reference["latents"]).mean()))
+        images = self.decode(latents)
+        if images is not None and reference["images"] is not None:
+            result.pixel_psnr = float(psnr(images, reference["images"], peak=1.0).mean())
+        if self.classifier is not None and images is not None:
+            features = self.features(images)
+            result.fid = frechet_distance(features, real_features)
+            result.kid = kernel_inception_distance(features, real_features)
+            predictions = self.classifier.predict(images)
+            result.accuracy = float((predictions == torch.tensor(self.labels)).float().mean())
+        result.samples = images[:10] if images is not None else None
+        return result
+
+    def overhead(self) -> dict:
+        """FlowTurbo's scheduler and routing-hook cost, with the models replaced by no-ops: the extra time over
+        Euler at the same number of evaluations, as a share of a real FlowTurbo call (batch 1)."""
+        from ..plan import Plan
+
+        plan = self.settings.overhead_plan
+        evaluations = Plan.parse(plan).count_evaluations()["base"]
+        specs = {"flowturbo": SamplerSpec("FlowTurbo H/P", Plan.parse(plan).num_steps, plan),
+                 "euler": SamplerSpec("Euler", evaluations)}
+        real = {}
+        with self.switch.use(specs["flowturbo"]) as (pipe, kwargs):
+            real["flowturbo"] = self.time_per_image(pipe, kwargs, 1)
+        noop = {}
+        with _no_op_transformer(self.pipe.transformer):
+            for name, spec in specs.items():
+                with self.switch.use(spec) as (pipe, kwargs):
+                    noop[name] = self.time_per_image(pipe, kwargs, 1)
+        extra = noop["flowturbo"] - noop["euler"]
+        return {
+            "plan": plan,
+            "evaluations": evaluations,
+            "flowturbo_call_seconds": real["flowturbo"],
+            "no_op_model_call_seconds": noop,
+            "extra_seconds_over_euler": extra,
+            "share_of_call": extra / real["flowturbo"],
+            "extra_microseconds_per_evaluation": 1e6 * extra / evaluations,
+        }
+
+
+def compile_comparison(bench: Benchmark, plan: str, mode: str | None = None) -> dict:
+    """Eager against compiled time per image for one FlowTurbo plan, with the compile (warm-up) time per batch size.
+    Run last: compiling replaces the shared transformer's forward."""
+    from ..plan import Plan
+
+    spec = SamplerSpec("FlowTurbo", Plan.parse(plan).num_steps, plan)
+    batches = {}
+    with bench.switch.use(spec) as (pipe, kwargs):
+        eager = {b: bench.time_per_image(pipe, kwargs, b) for b in bench.settings.batch_sizes}
+        eager_latents = bench.generate(pipe, kwargs, list(range(8)))
+        pipe.enable_flowturbo_compile(mode=mode)
+        for batch_size in bench.settings.batch_sizes:
+            start = time.perf_counter()
+            bench.generate(pipe, kwargs, list(range(batch_size)))  # compiles for this shape
+            batches[batch_size] = {"eager": eager[batch_size], "compile_seconds": time.perf_counter() - start,
+                                   "compiled": bench.time_per_image(pipe, kwargs, batch_size)}
+        compiled_latents = bench.generate(pipe, kwargs, list(range(8)))
+    return {"plan": plan, "mode": mode, "batches": batches,
+            "agreement_psnr_db": float(psnr(compiled_latents, eager_latents).mean())}
+
+
+@contextlib.contextmanager
+def _no_op_transformer(transformer):
+    """The transformer returns zeros at once (a diffusers hook replacing its forward)."""
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    from ..adapters import TransformerAdapter
+
+    class NoOp(ModelHook):
+        def new_forward(self, module, *args, **kwargs):
+            sample = kwargs.get("hidden_states", args[0] if args else None)
+            return TransformerAdapter.output_like(kwargs, torch.zeros_like(sample))
+
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.register_hook(NoOp(), "flowturbo_benchmark_no_op")
+    try:
+        yield
+    finally:
+        registry.remove_hook("flowturbo_benchmark_no_op", recurse=False)
+
+
+def _quietly(function, *args):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return function(*args)
+
+
+def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | None = None, progress: bool = True,
+                  compile_plan: str | None = None, compile_mode: str | None = None):
+    """Run every sampler; returns ``(results, context)`` on the main process (``None`` on the others).
+    ``compile_plan`` adds the compiled-vs-eager comparison for that plan."""
+    from tqdm.auto import tqdm
+
+    bench = Benchmark(settings, progress=progress)
+    samplers = samplers or default_samplers(with_refiner=bench.refiner is not None, quick=settings.quick)
+    reference = bench.reference()
+    real_features = bench.real_features()
+    results = []
+    for spec in tqdm(samplers, desc="Benchmark", disable=not bench.progress):
+        results.append(bench.measure(spec, reference, real_features))
+        bench.state.wait_for_everyone()  # the others wait while the main process times
+    if not bench.state.is_main_process:
+        return None
+    overhead = bench.overhead()
+    real_images, real_vs_real_fid = None, None
+    if bench.classifier is not None:
+        from .. import digits
+
+        real_images = digits.render_batch(10, seed=30_000).images
+        other_real = bench.features(digits.render_batch(settings.quality_samples, seed=40_000).images)
+        real_vs_real_fid = frechet_distance(other_real, real_features)
+    context = {
+        "reference": {k: v for k, v in reference.items() if k not in ("latents", "images")},
+        "reference_samples": reference["images"][:10] if reference["images"] is not None else None,
+        "real_samples": real_images,
+        "overhead": overhead,
+        "settings": asdict(settings),
+        "refiner_parameters": bench.refiner.num_parameters() if bench.refiner is not None else None,
+        "base_parameters": sum(p.numel() for p in bench.pipe.transformer.parameters()),
+        "num_processes": bench.state.num_processes,
+        "has_refiner": bench.refiner is not None,
+        "real_vs_real_fid": real_vs_real_fid,  # the floor: FID of real images with as many samples
+    }
+    if compile_plan:
+        context["compile"] = compile_comparison(bench, compile_plan, compile_mode)
+    return results, context

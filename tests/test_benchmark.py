@@ -1,0 +1,73 @@
+"""The benchmark: its arithmetic (Pareto curves, read-offs, FID/KID) and an end-to-end run on a tiny configuration."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flowturbo_diffusers import cli
+from flowturbo_diffusers.benchmark.metrics import frechet_distance, kernel_inception_distance, psnr
+from flowturbo_diffusers.benchmark.report import headline, pareto_front, time_to_reach
+from flowturbo_diffusers.benchmark.run import SamplerResult
+from flowturbo_diffusers.benchmark.samplers import SamplerSpec
+
+
+def test_pareto_front_keeps_only_points_nobody_beats():
+    points = [(1.0, 10.0), (2.0, 9.0), (2.5, 12.0), (3.0, 11.0), (4.0, 15.0)]
+    assert pareto_front(points) == [(1.0, 10.0), (2.5, 12.0), (4.0, 15.0)]
+
+
+def test_time_to_reach_interpolates_in_log_time_and_refuses_to_extrapolate():
+    front = [(1.0, 10.0), (4.0, 20.0)]
+    assert time_to_reach(front, 15.0) == pytest.approx(2.0)  # halfway in quality, geometric mean in time
+    assert time_to_reach(front, 5.0) == 1.0
+    assert time_to_reach(front, 25.0) is None
+
+
+def result(family, steps, seconds, quality, plan=None):
+    return SamplerResult(SamplerSpec(family, steps, plan), steps, 0, {1: seconds}, quality)
+
+
+def test_headline_reads_savings_off_the_curves():
+    results = [
+        result("Heun", 6, 0.10, 30.0), result("Heun", 8, 0.14, 33.0), result("Heun", 12, 0.20, 36.0),
+        result("Euler", 8, 0.05, 25.0), result("Euler", 16, 0.10, 31.0),
+        result("FlowTurbo H/P/R", 4, 0.02, 28.0, "H1P1R2"), result("FlowTurbo H/P/R", 9, 0.04, 34.0, "H1P5R3"),
+    ]
+    rows = {row["heun_steps"]: row for row in headline(results, [1])[1]}
+    # 30 dB: between the FlowTurbo points 28 dB @ 20 ms and 34 dB @ 40 ms -> 20 ms * 2^(1/3)
+    assert rows[6]["flowturbo_seconds"] == pytest.approx(0.02 * 2 ** (1 / 3))
+    assert rows[6]["flowturbo_time_saved_vs_heun"] == pytest.approx(1 - 0.02 * 2 ** (1 / 3) / 0.10)
+    assert rows[6]["fastest_other"] == "Euler"  # Euler reaches 30 dB at < 100 ms, before Heun's 6 steps
+    assert rows[12]["flowturbo_seconds"] is None and rows[12]["flowturbo_time_saved_vs_heun"] is None
+
+
+def test_psnr_fid_and_kid_behave():
+    reference = torch.randn(4, 8)
+    assert torch.all(psnr(reference + 0.01, reference) > psnr(reference + 0.1, reference))
+    generator = np.random.default_rng(0)
+    a, b, shifted = generator.normal(size=(600, 8)), generator.normal(size=(600, 8)), generator.normal(1.0, size=(600, 8))
+    assert frechet_distance(a, b) < 0.2 and frechet_distance(a, shifted) == pytest.approx(8.0, rel=0.15)
+    assert abs(kernel_inception_distance(a, b)) < 0.05 < kernel_inception_distance(a, shifted)
+
+
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--quality-samples", "20", "--real-samples", "100", "--reference-steps", "24",
+                     "--repeats", "1", "--batch-sizes", "1", "2", "--output-dir", str(tmp_path),
+                     "--docs", str(tmp_path / "docs" / "benchmarks.md")]) == 0
+    summary = json.loads((tmp_path / "benchmark.json").read_text())
+    families = {row["spec"]["family"] for row in summary["results"]}
+    assert {"Euler", "Heun", "DPM-Solver++(2M)", "DPM-Solver++(3M)", "UniPC", "FlowTurbo H/P",
+            "Euler + PAB", "Euler + MagCache"} <= families
+    for row in summary["results"]:
+        assert row["base_evaluations"] > 0 and set(row["seconds_per_image"]) == {"1", "2"}
+        assert np.isfinite(row["latent_psnr"])
+    assert summary["context"]["reference"]["psnr_of_half_steps_solution_db"] > 30
+    assert 0 <= summary["context"]["overhead"]["share_of_call"] < 0.5
+    for name in ("benchmark.md", "pareto.png", "samples.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    docs = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "flowturbo bench --quick" in docs and "images/benchmark_pareto.png" in docs
+    assert "time saved vs Heun" in capsys.readouterr().out
