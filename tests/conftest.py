@@ -13,6 +13,8 @@ import torch
 
 from flowturbo_diffusers import tiny_pipelines
 
+pytest_plugins = ["hub_server"]  # the `local_hub` fixture: a local server speaking the Hub API
+
 # Arguments that keep each tiny pipeline tiny (short prompts, no resolution binning, few frames).
 CALL_KWARGS = {
     "sd3": dict(height=32, width=32, max_sequence_length=16),

@@ -58,16 +58,22 @@ def test_the_refiner_compiles_with_fullgraph(layout_kind):
         torch.testing.assert_close(compiled(*inputs, **extra), expected, rtol=1e-5, atol=1e-5)
 
 
+def twin_pipelines(kind, plan, device="cpu"):
+    """Two identical FlowTurbo pipelines (same weights, a refiner with a non-zero output), to compile one of them."""
+    refiner = VelocityRefiner.for_transformer(make_pipe(kind).transformer)
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.02)
+    pipes = []
+    for _ in range(2):
+        twin = VelocityRefiner.from_config(refiner.config)
+        twin.load_state_dict(refiner.state_dict())
+        pipes.append(FlowTurboPipeline.from_pipe(make_pipe(kind).to(device), refiner=twin.to(device), plan=plan))
+        pipes[-1].set_progress_bar_config(disable=True)
+    return pipes
+
+
 @pytest.fixture(scope="module")
 def eager_and_compiled():
-    refiner = VelocityRefiner.for_transformer(make_pipe("sd3").transformer)
-    torch.nn.init.normal_(refiner.proj_out.weight, std=0.02)
-    eager = FlowTurboPipeline.from_pipe(make_pipe("sd3"), refiner=refiner, plan="H1P5R3")
-    compiled = FlowTurboPipeline.from_pipe(make_pipe("sd3"), refiner=VelocityRefiner.from_config(refiner.config),
-                                           plan="H1P5R3")
-    compiled.refiner.load_state_dict(refiner.state_dict())
-    for pipe in (eager, compiled):
-        pipe.set_progress_bar_config(disable=True)
+    eager, compiled = twin_pipelines("sd3", "H1P5R3")
     report = compiled.enable_flowturbo_compile()
     warmup = compiled.flowturbo_warmup(batch_size=1, height=32, width=32, max_sequence_length=16)
     return eager, compiled, report, warmup
@@ -109,12 +115,7 @@ def test_a_new_batch_size_recompiles_once_and_says_so(eager_and_compiled, caplog
 
 def test_reduce_overhead_mode_path_agrees_with_eager_on_cpu():
     """On CPU inductor skips the CUDA graphs themselves, but the step markers and held-velocity copies still run."""
-    refiner = VelocityRefiner.for_transformer(make_pipe("flux").transformer)
-    torch.nn.init.normal_(refiner.proj_out.weight, std=0.02)
-    eager = FlowTurboPipeline.from_pipe(make_pipe("flux"), refiner=refiner, plan="H1P2R2")
-    compiled = FlowTurboPipeline.from_pipe(make_pipe("flux"), refiner=VelocityRefiner.from_config(refiner.config),
-                                           plan="H1P2R2")
-    compiled.refiner.load_state_dict(refiner.state_dict())
+    eager, compiled = twin_pipelines("flux", "H1P2R2")
     report = compiled.enable_flowturbo_compile(mode="reduce-overhead")
     assert report["transformer"] == "repeated blocks"  # Flux supports diffusers' regional compilation
     assert compiled.scheduler._clone_held_velocities
@@ -124,12 +125,7 @@ def test_reduce_overhead_mode_path_agrees_with_eager_on_cpu():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graphs_agree_with_eager_on_gpu():
-    refiner = VelocityRefiner.for_transformer(make_pipe("sd3").transformer)
-    torch.nn.init.normal_(refiner.proj_out.weight, std=0.02)
-    eager = FlowTurboPipeline.from_pipe(make_pipe("sd3").to("cuda"), refiner=refiner.to("cuda"), plan="H1P5R3")
-    compiled = FlowTurboPipeline.from_pipe(make_pipe("sd3").to("cuda"), refiner=VelocityRefiner.from_config(
-        refiner.config).to("cuda"), plan="H1P5R3")
-    compiled.refiner.load_state_dict(refiner.state_dict())
+    eager, compiled = twin_pipelines("sd3", "H1P5R3", device="cuda")
     compiled.enable_flowturbo_compile(mode="reduce-overhead")
     compiled.flowturbo_warmup(1, 32, 32, max_sequence_length=16)
     for seed in range(3):

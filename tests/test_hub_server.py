@@ -13,8 +13,6 @@ from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors.torch import load_file, save_file
 
-from hub_server import local_hub  # noqa: F401
-
 REPO_ID = "test-user/tiny-repo"
 
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from hub_server import local_hub  # noqa: F401  (pytest fixture)
 
 from flowturbo_diffusers import FlowTurboPipeline, VelocityRefiner
 from flowturbo_diffusers.refiner import RefinerLoadError

@@ -205,7 +205,6 @@ def test_push_to_hub_uploads_the_refiner(tmp_path, sd3_pipe, local_hub):
     assert sorted(files) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
 
 
-from hub_server import local_hub  # noqa: E402,F401  (pytest fixture)
 
 
 @pytest.mark.slow
