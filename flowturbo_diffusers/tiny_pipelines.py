@@ -44,17 +44,20 @@ def gemma_tokenizer():
     return GemmaTokenizerFast(vocab=vocab, merges=[], model_max_length=MAX_TEXT_LENGTH)
 
 
-def _clip_text_encoder(tokenizer, hidden_size: int, projection_dim: int, seed: int):
+def clip_text_encoder(
+    tokenizer, hidden_size: int, projection_dim: int, seed: int, max_length: int = MAX_TEXT_LENGTH, mlp_ratio: int = 2
+):
+    """A one-layer CLIP text encoder (with a projection if ``projection_dim``), randomly initialised from ``seed``."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
+        intermediate_size=mlp_ratio * hidden_size,
         num_hidden_layers=1,
         num_attention_heads=2,
-        max_position_embeddings=MAX_TEXT_LENGTH,
+        max_position_embeddings=max_length,
         projection_dim=projection_dim,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -118,9 +121,9 @@ def tiny_sd3_pipeline(seed: int = 0, scheduler_config: dict | None = None):
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(**(scheduler_config or {"shift": 3.0})),
         vae=_autoencoder_kl(16, seed + 1, shift_factor=0.0609, scaling_factor=1.5035),
-        text_encoder=_clip_text_encoder(tokenizer, 16, 16, seed + 2),
+        text_encoder=clip_text_encoder(tokenizer, 16, 16, seed + 2),
         tokenizer=tokenizer,
-        text_encoder_2=_clip_text_encoder(tokenizer_2, 16, 16, seed + 3),
+        text_encoder_2=clip_text_encoder(tokenizer_2, 16, 16, seed + 3),
         tokenizer_2=tokenizer_2,
         text_encoder_3=_t5_encoder(t5_tokenizer(), 32, seed + 4),
         tokenizer_3=t5_tokenizer(),
@@ -158,7 +161,7 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = False, scheduler_c
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(**(scheduler_config or default_scheduler)),
         vae=_autoencoder_kl(4, seed + 1, shift_factor=0.1159, scaling_factor=0.3611),
-        text_encoder=_clip_text_encoder(tokenizer, 16, 0, seed + 2),
+        text_encoder=clip_text_encoder(tokenizer, 16, 0, seed + 2),
         tokenizer=tokenizer,
         text_encoder_2=_t5_encoder(tokenizer_2, 16, seed + 3),
         tokenizer_2=tokenizer_2,
