@@ -334,7 +334,7 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             super().save_pretrained(staging, *args, safe_serialization=True, **kwargs)
-            refiner_model_card(self, repo_id=repo_id or str(target)).save(staging / "README.md")
+            refiner_model_card(self, repo_id=repo_id or f"path/to/{target.name}").save(staging / "README.md")
             _replace_directory(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
