@@ -1,7 +1,7 @@
 """Build a FlowTurbo pipeline with a refiner, run it, save it, and load it back.
 
 The refiner here is freshly initialised (it returns the previous velocity unchanged until trained; see
-docs/training.md). Uses the bundled model when it is installed, else a tiny random SD3 pipeline, so it runs offline.
+docs/training.md). Uses the bundled model, so it runs offline.
 
     python examples/refiner_pipeline.py --output-dir flowturbo-pipeline
 """

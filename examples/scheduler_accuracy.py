@@ -1,6 +1,6 @@
 """How close do Euler, Heun and FlowTurbo's H/P plans get to the exact ODE solution, at equal cost?
 
-Runs one offline pipeline (the bundled model if it is installed, else a tiny random-weight SD3 pipeline) from the
+Runs one pipeline (the bundled model by default, offline) from the
 same noise and prompt with each sampler, at several budgets of base-model evaluations, and prints the RMSE of the
 final latents against a many-step Heun reference solution.
 
@@ -24,14 +24,9 @@ def load_pipeline(model: str | None):
         from diffusers import DiffusionPipeline
 
         return DiffusionPipeline.from_pretrained(model), {}
-    try:
-        from flowturbo_diffusers.bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
+    from flowturbo_diffusers.generate import load_default_model
 
-        return load_bundled_pipeline(), dict(BUNDLED_CALL_DEFAULTS)
-    except (ImportError, FileNotFoundError):
-        from flowturbo_diffusers.tiny_pipelines import tiny_sd3_pipeline
-
-        return tiny_sd3_pipeline(), {"height": 32, "width": 32, "max_sequence_length": 16}
+    return load_default_model()
 
 
 def samplers_for_budget(budget: int):
@@ -48,8 +43,8 @@ def samplers_for_budget(budget: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="pipeline path or Hub id (default: bundled model, else a tiny SD3)")
-    parser.add_argument("--prompt", default="a red 7 on blue")
+    parser.add_argument("--model", help="pipeline path or Hub id (default: the bundled model)")
+    parser.add_argument("--prompt", default="a red 7 on a blue background")
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 9, 17])
     parser.add_argument("--reference-steps", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=4)

@@ -16,7 +16,7 @@ DEFAULT_PROMPTS = [
     "a red 7 on a blue background",
     "a yellow 2 on a black background",
     "a white 5 on a green background",
-    "a cyan 0 on a magenta background",
+    "a blue 0 on an orange background",
 ]
 
 
@@ -33,16 +33,10 @@ class SamplerRun:
 
 
 def load_default_model(dtype: torch.dtype = torch.float32):
-    """The bundled pipeline and its recommended call arguments; a tiny random SD3 until the bundled model exists."""
-    try:
-        from .bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
+    """The bundled pipeline and its recommended call arguments (a clear error if the bundled folder is missing)."""
+    from .bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
 
-        return load_bundled_pipeline(torch_dtype=dtype), dict(BUNDLED_CALL_DEFAULTS)
-    except (ImportError, FileNotFoundError):
-        from .tiny_pipelines import tiny_sd3_pipeline
-
-        pipe = tiny_sd3_pipeline()
-        return (pipe if dtype == torch.float32 else pipe.to(dtype=dtype)), {"height": 32, "width": 32, "max_sequence_length": 16}
+    return load_bundled_pipeline(torch_dtype=dtype), dict(BUNDLED_CALL_DEFAULTS)
 
 
 def count_transformer_calls(pipe) -> dict[str, int]:
