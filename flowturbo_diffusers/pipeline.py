@@ -121,11 +121,14 @@ class FlowTurboPipelineMixin:
         backend: str = "inductor",
         transformer: bool = True,
         refiner: bool = True,
-        steps: bool = True,
+        steps: bool | None = None,
         vae: bool = False,
     ) -> dict[str, str]:
         """Compile the plan's step graphs: refiner (fullgraph), scheduler updates, transformer, optionally the VAE
         decoder. ``mode="reduce-overhead"`` runs them as CUDA graphs on GPU. Returns what was compiled and how.
+
+        ``steps=None`` compiles the scheduler's updates where that pays, on CUDA; on CPU a compiled call of such a
+        small element-wise function costs more than it saves (``steps=True`` forces it).
 
         Shapes are static: call :meth:`flowturbo_warmup` with the batch size and resolution you will use to compile
         ahead of time; another shape later compiles once more and is logged. See ``docs/compile.md``.

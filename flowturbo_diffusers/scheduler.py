@@ -102,7 +102,9 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
         self._velocity = None
         self._updates = dict(UPDATES)
-        self._clone_held_velocities = False
+        # Under CUDA graphs the model's outputs live in buffers the next replay overwrites, so the velocities held
+        # across calls must be copies (set by sample-aware compilation, compile.py).
+        self.copy_held_velocities = False
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
@@ -259,11 +261,10 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         return FlowTurboSchedulerOutput(prev_sample=prev_sample)
 
     def _keep(self, velocity: torch.Tensor) -> torch.Tensor:
-        """A velocity held until a later step. Under CUDA graphs the model's outputs live in buffers the next replay
-        overwrites, so a held velocity must be a copy (``compile_steps(clone_held_velocities=True)``)."""
-        return velocity.clone() if self._clone_held_velocities else velocity
+        """A velocity held until a later step: a copy when ``copy_held_velocities`` is set (CUDA graphs)."""
+        return velocity.clone() if self.copy_held_velocities else velocity
 
-    def compile_steps(self, backend: str = "inductor", clone_held_velocities: bool = False, **options) -> None:
+    def compile_steps(self, backend: str = "inductor", **options) -> None:
         """Use compiled versions of the step updates (``torch.compile`` with ``fullgraph=True``, static shapes).
 
         Each update is a pure function of tensors (step sizes included), so a plan's steps reuse a handful of graphs.
@@ -275,7 +276,6 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
             name: torch.compile(update, fullgraph=True, dynamic=False, backend=backend, **options)
             for name, update in UPDATES.items()
         }
-        self._clone_held_velocities = clone_held_velocities
 
     def index_for_timestep(self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None) -> int:
         """First entry of ``timesteps`` equal to ``timestep`` (used only before a run whose begin index is unknown)."""

@@ -41,6 +41,14 @@ def test_compiled_scheduler_steps_match_eager_for_each_plan():
         torch.testing.assert_close(run(compiled), run(eager), rtol=0, atol=1e-6)
 
 
+def test_on_cpu_step_updates_stay_eager_by_default_and_cuda_graphs_still_copy_held_velocities():
+    pipe = FlowTurboPipeline.from_pipe(make_pipe("sd3"), plan="H1P3")
+    report = pipe.enable_flowturbo_compile(mode="reduce-overhead")  # compilation itself is lazy: nothing runs here
+    assert report["scheduler updates"] == "eager" and report["transformer"] == "whole model"
+    assert pipe.scheduler._updates == UPDATES
+    assert pipe.scheduler.copy_held_velocities  # CUDA graph outputs are overwritten by the next replay
+
+
 @pytest.mark.parametrize("layout_kind", ["sd3", "flux"])
 def test_the_refiner_compiles_with_fullgraph(layout_kind):
     pipe = make_pipe(layout_kind)
@@ -74,7 +82,7 @@ def twin_pipelines(kind, plan, device="cpu"):
 @pytest.fixture(scope="module")
 def eager_and_compiled():
     eager, compiled = twin_pipelines("sd3", "H1P5R3")
-    report = compiled.enable_flowturbo_compile()
+    report = compiled.enable_flowturbo_compile(steps=True)  # the step updates too, as on GPU
     warmup = compiled.flowturbo_warmup(batch_size=1, height=32, width=32, max_sequence_length=16)
     return eager, compiled, report, warmup
 
@@ -116,9 +124,9 @@ def test_a_new_batch_size_recompiles_once_and_says_so(eager_and_compiled, caplog
 def test_reduce_overhead_mode_path_agrees_with_eager_on_cpu():
     """On CPU inductor skips the CUDA graphs themselves, but the step markers and held-velocity copies still run."""
     eager, compiled = twin_pipelines("flux", "H1P2R2")
-    report = compiled.enable_flowturbo_compile(mode="reduce-overhead")
+    report = compiled.enable_flowturbo_compile(mode="reduce-overhead", steps=True)
     assert report["transformer"] == "repeated blocks"  # Flux supports diffusers' regional compilation
-    assert compiled.scheduler._clone_held_velocities
+    assert compiled.scheduler.copy_held_velocities
     torch.testing.assert_close(call(compiled, "flux"), call(eager, "flux"), rtol=1e-4, atol=1e-4)
 
 
