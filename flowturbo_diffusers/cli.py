@@ -196,13 +196,17 @@ def run_bench(args) -> int:
         seed=args.seed, quick=args.quick,
     )
     mode = compile_mode(args)
+    command = "flowturbo " + " ".join(args.argv)
+
+    def write(results, context):
+        return write_outputs(results, context, Path(args.output_dir), Path(args.docs) if args.docs else None, command)
+
     outcome = run_benchmark(settings, compile_plan=args.compile_plan if mode is not False else None,
-                            compile_mode=mode or None)
+                            compile_mode=mode or None, on_results=write)
     if outcome is None:  # not the main process
         return 0
     results, context = outcome
-    command = "flowturbo " + " ".join(args.argv)
-    summary = write_outputs(results, context, Path(args.output_dir), Path(args.docs) if args.docs else None, command)
+    summary = write(results, context)
     print(headline_markdown(summary["headline"]))
     overhead = context["overhead"]
     print(f"Overhead: {100 * overhead['share_of_call']:.2f}% of a FlowTurbo call ({overhead['plan']}).")

@@ -71,3 +71,33 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
     docs = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "flowturbo bench --quick" in docs and "images/benchmark_pareto.png" in docs
     assert "time saved vs Heun" in capsys.readouterr().out
+
+
+def tiny_benchmark():
+    from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings
+
+    return Benchmark(BenchmarkSettings(quality_samples=4, batch_sizes=(2,), repeats=1), progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_vs_eager_times_the_plan_and_checks_agreement():
+    from flowturbo_diffusers.benchmark.run import compile_comparison
+
+    bench = tiny_benchmark()
+    # The "eager" dynamo backend traces the same graphs as inductor without its code generation, so this stays fast.
+    comparison = compile_comparison(bench, "H1P2R2", backend="eager")
+    assert comparison["plan"] == "H1P2R2" and set(comparison["batches"]) == {2}
+    for row in comparison["batches"].values():
+        assert row["eager"] > 0 and row["compiled"] > 0 and row["compile_seconds"] > 0
+    assert comparison["agreement_psnr_db"] > 60
+    assert bench.switch.turbo.last_evaluation_counts == {"base": 4, "refiner": 4}  # the R plan ran, with the refiner
+
+
+def test_a_compile_plan_the_benchmark_cannot_run_fails_before_any_work():
+    from flowturbo_diffusers.benchmark.run import flowturbo_spec
+
+    with pytest.raises(ValueError, match="no refiner"):
+        flowturbo_spec("H1P5R3", has_refiner=False)
+    with pytest.raises(ValueError, match="fixed step count"):
+        flowturbo_spec("H1P*", has_refiner=True)
+    assert flowturbo_spec("H1P5", has_refiner=False).family == "FlowTurbo H/P"

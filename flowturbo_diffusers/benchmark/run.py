@@ -4,6 +4,7 @@ data, cost side by side in one run."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import statistics
 import time
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .metrics import frechet_distance, kernel_inception_distance, psnr
-from .samplers import MAGCACHE, SamplerSpec, SamplerSwitch, default_samplers
+from .samplers import EULER, FLOWTURBO_HP, FLOWTURBO_HPR, MAGCACHE, SamplerSpec, SamplerSwitch, default_samplers
 
 
 @dataclass
@@ -110,11 +111,15 @@ class Benchmark:
 
     # -- generation ----------------------------------------------------------------------------------------------
 
-    def generate(self, pipe, call_kwargs, indices) -> torch.Tensor:
-        """Latents for the benchmark samples at ``indices`` (prompt i always with noise seed i)."""
+    def generate(self, pipe, call_kwargs, indices, desc: str | None = None) -> torch.Tensor:
+        """Latents for the benchmark samples at ``indices`` (prompt i always with noise seed i); a progress bar over
+        the chunks if ``desc`` is given."""
+        from tqdm.auto import tqdm
+
         chunks = []
         size = self.settings.generation_batch
-        for start in range(0, len(indices), size):
+        starts = range(0, len(indices), size)
+        for start in tqdm(starts, desc=desc, leave=False, disable=desc is None or not self.progress):
             chunk = indices[start : start + size]
             generators = [torch.Generator(self.state.device).manual_seed(self.seeds[i]) for i in chunk]
             out = pipe([self.prompts[i] for i in chunk], generator=generators, output_type="latent",
@@ -122,13 +127,13 @@ class Benchmark:
             chunks.append(out.images.float().cpu())
         return torch.cat(chunks)
 
-    def generate_all(self, pipe, call_kwargs) -> torch.Tensor:
+    def generate_all(self, pipe, call_kwargs, desc: str | None = None) -> torch.Tensor:
         """All benchmark samples, split across processes and gathered on every process."""
         from accelerate.utils import gather_object
 
         indices = list(range(len(self.prompts)))
         with self.state.split_between_processes(indices) as share:
-            local = self.generate(pipe, call_kwargs, share) if share else torch.empty(0)
+            local = self.generate(pipe, call_kwargs, share, desc) if share else torch.empty(0)
         if self.state.num_processes == 1:
             return local
         parts = gather_object([local])
@@ -159,16 +164,40 @@ class Benchmark:
             return pipe.last_evaluation_counts["base"], pipe.last_evaluation_counts["refiner"]
         return counter["calls"], 0
 
-    def time_per_image(self, pipe, call_kwargs, batch_size: int) -> float:
-        """Median wall time per image over ``repeats`` calls at ``batch_size``, after one warm-up call."""
-        indices = list(range(batch_size))
-        self.generate(pipe, call_kwargs, indices)
-        times = []
-        for _ in range(self.settings.repeats):
-            start = time.perf_counter()
-            self.generate(pipe, call_kwargs, indices)
-            times.append((time.perf_counter() - start) / batch_size)
-        return statistics.median(times)
+    def seconds_per_image(self, pipe, call_kwargs, batch_size: int) -> float:
+        """Wall time per image of one call at ``batch_size``."""
+        start = time.perf_counter()
+        self.generate(pipe, call_kwargs, list(range(batch_size)))
+        return (time.perf_counter() - start) / batch_size
+
+    def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None) -> dict:
+        """Median wall time per image of each setup at each batch size, after one warm-up call each.
+
+        ``setups`` maps a key to a function returning a context manager that yields ``(pipeline, call_kwargs)``. The
+        timed calls are interleaved: ``repeats`` rounds, each calling every setup once per batch size in a new
+        (seeded) order. A machine whose speed drifts during the run then slows every setup alike, and the ratios
+        between setups, which the benchmark's conclusions rest on, stay fair.
+        """
+        import random
+
+        from tqdm.auto import tqdm
+
+        batch_sizes = tuple(batch_sizes or self.settings.batch_sizes)
+        jobs = [(key, batch_size) for key in setups for batch_size in batch_sizes]
+        for key, batch_size in jobs:
+            with setups[key]() as (pipe, call_kwargs):
+                self.generate(pipe, call_kwargs, list(range(batch_size)))
+        times = {job: [] for job in jobs}
+        order = random.Random(self.settings.seed)
+        for _ in tqdm(range(self.settings.repeats), desc=desc, leave=False, disable=desc is None or not self.progress):
+            order.shuffle(jobs)
+            for key, batch_size in jobs:
+                with setups[key]() as (pipe, call_kwargs):
+                    times[key, batch_size].append(self.seconds_per_image(pipe, call_kwargs, batch_size))
+        medians = {key: {} for key in setups}
+        for (key, batch_size), values in times.items():
+            medians[key][batch_size] = statistics.median(values)
+        return medians
 
     # -- the run -------------------------------------------------------------------------------------------------
 
@@ -177,8 +206,10 @@ class Benchmark:
         reference_steps = self.settings.reference_steps
         turbo = self.switch.turbo
         turbo.set_plan("H*")
-        solution = self.generate_all(turbo, {"num_inference_steps": reference_steps})
-        half = self.generate_all(turbo, {"num_inference_steps": reference_steps // 2})
+        solution = self.generate_all(turbo, {"num_inference_steps": reference_steps},
+                                     f"Reference solve ({reference_steps} Heun steps)")
+        half = self.generate_all(turbo, {"num_inference_steps": reference_steps // 2},
+                                 f"Reference check ({reference_steps // 2} Heun steps)")
         return {
             "latents": solution,
             "images": self.decode(solution),
@@ -199,8 +230,8 @@ class Benchmark:
         return torch.cat([self.classifier.features(chunk) for chunk in images.split(256)]).numpy()
 
     def measure(self, spec: SamplerSpec, reference: dict, real_features) -> SamplerResult | None:
-        """Quality on all processes' share of the samples; cost (timed on the main process alone) and metrics on the
-        main process. Other processes return ``None``."""
+        """Quality on all processes' share of the samples, then metrics and evaluation counts on the main process;
+        other processes return ``None``. Times are added by :meth:`time_samplers`."""
         if spec.family == MAGCACHE:
             self.switch.calibrate_magcache(spec.steps, lambda p, kw: _quietly(self.generate, p, kw, [0]))
         with self.switch.use(spec) as (pipe, call_kwargs):
@@ -208,8 +239,7 @@ class Benchmark:
             if not self.state.is_main_process:
                 return None
             base, refined = self.evaluations(pipe, call_kwargs)
-            timings = {b: self.time_per_image(pipe, call_kwargs, b) for b in self.settings.batch_sizes}
-        result = SamplerResult(spec, base, refined, timings, float(psnr(latents, reference["latents"]).mean()))
+        result = SamplerResult(spec, base, refined, {}, float(psnr(latents, reference["latents"]).mean()))
         images = self.decode(latents)
         if images is not None and reference["images"] is not None:
             result.pixel_psnr = float(psnr(images, reference["images"], peak=1.0).mean())
@@ -222,6 +252,13 @@ class Benchmark:
         result.samples = images[:10] if images is not None else None
         return result
 
+    def time_samplers(self, results: list[SamplerResult]) -> None:
+        """Fill in every result's time per image, all samplers timed interleaved (see :meth:`time_interleaved`)."""
+        setups = {result.spec: functools.partial(self.switch.use, result.spec) for result in results}
+        times = self.time_interleaved(setups, desc="Timing")
+        for result in results:
+            result.seconds_per_image = times[result.spec]
+
     def overhead(self) -> dict:
         """FlowTurbo's scheduler and routing-hook cost, with the models replaced by no-ops: the extra time over
         Euler at the same number of evaluations, as a share of a real FlowTurbo call (batch 1)."""
@@ -229,47 +266,71 @@ class Benchmark:
 
         plan = self.settings.overhead_plan
         evaluations = Plan.parse(plan).count_evaluations()["base"]
-        specs = {"flowturbo": SamplerSpec("FlowTurbo H/P", Plan.parse(plan).num_steps, plan),
-                 "euler": SamplerSpec("Euler", evaluations)}
-        real = {}
-        with self.switch.use(specs["flowturbo"]) as (pipe, kwargs):
-            real["flowturbo"] = self.time_per_image(pipe, kwargs, 1)
-        noop = {}
-        with _no_op_transformer(self.pipe.transformer):
-            for name, spec in specs.items():
-                with self.switch.use(spec) as (pipe, kwargs):
-                    noop[name] = self.time_per_image(pipe, kwargs, 1)
-        extra = noop["flowturbo"] - noop["euler"]
+        flowturbo, euler = SamplerSpec(FLOWTURBO_HP, Plan.parse(plan).num_steps, plan), SamplerSpec(EULER, evaluations)
+
+        @contextlib.contextmanager
+        def no_op(spec):
+            with _no_op_transformer(self.pipe.transformer), self.switch.use(spec) as used:
+                yield used
+
+        setups = {"flowturbo": functools.partial(self.switch.use, flowturbo),
+                  "no-op flowturbo": functools.partial(no_op, flowturbo),
+                  "no-op euler": functools.partial(no_op, euler)}
+        times = {key: value[1] for key, value in self.time_interleaved(setups, batch_sizes=(1,)).items()}
+        extra = times["no-op flowturbo"] - times["no-op euler"]
         return {
             "plan": plan,
             "evaluations": evaluations,
-            "flowturbo_call_seconds": real["flowturbo"],
-            "no_op_model_call_seconds": noop,
+            "flowturbo_call_seconds": times["flowturbo"],
+            "no_op_model_call_seconds": {"flowturbo": times["no-op flowturbo"], "euler": times["no-op euler"]},
             "extra_seconds_over_euler": extra,
-            "share_of_call": extra / real["flowturbo"],
+            "share_of_call": extra / times["flowturbo"],
             "extra_microseconds_per_evaluation": 1e6 * extra / evaluations,
         }
 
 
-def compile_comparison(bench: Benchmark, plan: str, mode: str | None = None) -> dict:
+def compile_comparison(bench: Benchmark, plan: str, mode: str | None = None, backend: str = "inductor") -> dict:
     """Eager against compiled time per image for one FlowTurbo plan, with the compile (warm-up) time per batch size.
-    Run last: compiling replaces the shared transformer's forward."""
-    from ..plan import Plan
 
-    spec = SamplerSpec("FlowTurbo", Plan.parse(plan).num_steps, plan)
-    batches = {}
+    Eager calls run the same pipeline under ``torch.compiler.set_stance("force_eager")``, so eager and compiled calls
+    are timed interleaved in one run. Run last: compiling replaces the shared transformer's forward.
+    """
+    spec = flowturbo_spec(plan, bench.refiner is not None)
+    agreement_samples = list(range(min(8, len(bench.prompts))))
+
+    @contextlib.contextmanager
+    def eager():
+        with torch.compiler.set_stance("force_eager"), bench.switch.use(spec) as used:
+            yield used
+
     with bench.switch.use(spec) as (pipe, kwargs):
-        eager = {b: bench.time_per_image(pipe, kwargs, b) for b in bench.settings.batch_sizes}
-        eager_latents = bench.generate(pipe, kwargs, list(range(8)))
-        pipe.enable_flowturbo_compile(mode=mode)
+        eager_latents = bench.generate(pipe, kwargs, agreement_samples)
+        compiled_parts = pipe.enable_flowturbo_compile(mode=mode, backend=backend)
+        compile_seconds = {}
         for batch_size in bench.settings.batch_sizes:
             start = time.perf_counter()
             bench.generate(pipe, kwargs, list(range(batch_size)))  # compiles for this shape
-            batches[batch_size] = {"eager": eager[batch_size], "compile_seconds": time.perf_counter() - start,
-                                   "compiled": bench.time_per_image(pipe, kwargs, batch_size)}
-        compiled_latents = bench.generate(pipe, kwargs, list(range(8)))
-    return {"plan": plan, "mode": mode, "batches": batches,
+            compile_seconds[batch_size] = time.perf_counter() - start
+        compiled_latents = bench.generate(pipe, kwargs, agreement_samples)
+    times = bench.time_interleaved({"eager": eager, "compiled": functools.partial(bench.switch.use, spec)},
+                                   desc="Timing compiled vs eager")
+    batches = {b: {"eager": times["eager"][b], "compiled": times["compiled"][b], "compile_seconds": compile_seconds[b]}
+               for b in bench.settings.batch_sizes}
+    return {"plan": plan, "mode": mode, "backend": backend, "compiled": compiled_parts, "batches": batches,
             "agreement_psnr_db": float(psnr(compiled_latents, eager_latents).mean())}
+
+
+def flowturbo_spec(plan: str, has_refiner: bool) -> SamplerSpec:
+    """The benchmark point of a fixed FlowTurbo plan; a clear error if it needs a refiner the benchmark lacks."""
+    from ..plan import Plan
+
+    parsed = Plan.parse(plan)
+    if parsed.num_steps is None:
+        raise ValueError(f"The compiled-vs-eager plan must have a fixed step count, e.g. 'H1P5R3', not '{plan}'.")
+    if parsed.has_refiner_steps and not has_refiner:
+        raise ValueError(f"Plan '{plan}' has refiner steps but the benchmark has no refiner; pass --refiner, or a "
+                         "plan without R steps such as --compile-plan H1P5.")
+    return SamplerSpec(FLOWTURBO_HPR if parsed.has_refiner_steps else FLOWTURBO_HP, parsed.num_steps, str(parsed))
 
 
 @contextlib.contextmanager
@@ -298,21 +359,28 @@ def _quietly(function, *args):
 
 
 def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | None = None, progress: bool = True,
-                  compile_plan: str | None = None, compile_mode: str | None = None):
+                  compile_plan: str | None = None, compile_mode: str | None = None, compile_backend: str = "inductor",
+                  on_results=None):
     """Run every sampler; returns ``(results, context)`` on the main process (``None`` on the others).
-    ``compile_plan`` adds the compiled-vs-eager comparison for that plan."""
+
+    ``compile_plan`` adds the compiled-vs-eager comparison for that plan, measured last. ``on_results(results,
+    context)`` is called on the main process before it, so that what was measured is saved even if compiling fails.
+    """
     from tqdm.auto import tqdm
 
     bench = Benchmark(settings, progress=progress)
+    if compile_plan:
+        flowturbo_spec(compile_plan, bench.refiner is not None)  # a bad plan fails now, not after the whole run
     samplers = samplers or default_samplers(with_refiner=bench.refiner is not None, quick=settings.quick)
     reference = bench.reference()
     real_features = bench.real_features()
     results = []
-    for spec in tqdm(samplers, desc="Benchmark", disable=not bench.progress):
+    for spec in tqdm(samplers, desc="Quality", disable=not bench.progress):
         results.append(bench.measure(spec, reference, real_features))
-        bench.state.wait_for_everyone()  # the others wait while the main process times
+        bench.state.wait_for_everyone()  # the others wait while the main process computes the metrics
     if not bench.state.is_main_process:
         return None
+    bench.time_samplers(results)
     overhead = bench.overhead()
     real_images, real_vs_real_fid = None, None
     if bench.classifier is not None:
@@ -333,6 +401,8 @@ def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | Non
         "has_refiner": bench.refiner is not None,
         "real_vs_real_fid": real_vs_real_fid,  # the floor: FID of real images with as many samples
     }
+    if on_results is not None:
+        on_results(results, context)
     if compile_plan:
-        context["compile"] = compile_comparison(bench, compile_plan, compile_mode)
+        context["compile"] = compile_comparison(bench, compile_plan, compile_mode, compile_backend)
     return results, context

@@ -144,9 +144,10 @@ class SamplerSwitch:
 
         handler = _Capture(level=logging.INFO)
         mag_logger = logging.getLogger("diffusers.hooks.mag_cache")
-        previous_level = mag_logger.level
+        previous_level, previous_propagate = mag_logger.level, mag_logger.propagate
         mag_logger.addHandler(handler)
         mag_logger.setLevel(logging.INFO)
+        mag_logger.propagate = False  # the ratios go to our handler only, not to the console through diffusers'
         self.pipe.scheduler = self.scheduler_for(EULER)
         calibration = MagCacheConfig(calibrate=True, num_inference_steps=steps)
         enable_cache(self.pipe.transformer, calibration)
@@ -157,6 +158,7 @@ class SamplerSwitch:
             disable_cache(self.pipe.transformer, calibration)
             mag_logger.removeHandler(handler)
             mag_logger.setLevel(previous_level)
+            mag_logger.propagate = previous_propagate
             self.pipe.scheduler = self.own_scheduler
         if not captured:
             raise RuntimeError("MagCache calibration produced no ratios.")
