@@ -265,7 +265,7 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
             context_dim=fingerprint["context_dim"],
             cross_attention=fingerprint["pooled_dim"] is None,  # no pooled text: attend to the tokens instead
             guidance_embeds=fingerprint["guidance_embeds"],
-            base_model=config.get("_name_or_path") or None,
+            base_model=model_name(config.get("_name_or_path")),
             base_fingerprint=fingerprint,
         )
         defaults.update(overrides)
@@ -408,6 +408,12 @@ def _explain_load_error(error: Exception, where: str) -> str:
     if "size mismatch" in message or "Cannot load" in message or "shape" in message:
         return f"The weights in {where} do not match its config.json ({message}); the folder mixes two refiners."
     return f"Could not load the refiner from {where}: {message}"
+
+
+def model_name(name_or_path) -> str | None:
+    """A model's name or path as the string a config records (diffusers keeps ``_name_or_path`` as a ``Path`` when a
+    model was loaded from one, which JSON cannot hold)."""
+    return str(name_or_path) if name_or_path else None
 
 
 def _normalise(value):

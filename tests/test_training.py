@@ -246,3 +246,12 @@ def test_an_image_folder_without_captions_is_refused(tmp_path, sd3_pipe):
     (tmp_path / "images").mkdir()
     with pytest.raises(ValueError, match="No captioned images"):
         train_refiner(sd3_pipe, images=tmp_path / "images", output_dir=str(tmp_path / "out"))
+
+
+def test_a_pipeline_loaded_from_a_path_object_trains_and_saves(tmp_path, saved_sd3):
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(saved_sd3)  # a Path: diffusers keeps _name_or_path as one
+    pipe.set_progress_bar_config(disable=True)
+    result = train(pipe, tmp_path / "out", steps=2, batch_size=4)
+    assert VelocityRefiner.from_pretrained(result.output_dir).config.base_model == str(saved_sd3)

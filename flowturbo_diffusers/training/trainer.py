@@ -182,7 +182,7 @@ def train_refiner(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from ..refiner import VelocityRefiner
+    from ..refiner import VelocityRefiner, model_name
 
     config = config or RefinerTrainingConfig(**settings)
     pairs = None
@@ -213,7 +213,7 @@ def train_refiner(
         raise FileNotFoundError(f"resume=True but {output / CHECKPOINTS} holds no checkpoint to resume from.")
     teacher_dtype = torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
     pipe = load_teacher(model, teacher_dtype)
-    base_model = config.base_model or (model if isinstance(model, str) else pipe.config.get("_name_or_path"))
+    base_model = model_name(config.base_model or (model if isinstance(model, str) else pipe.config.get("_name_or_path")))
     _prepare_output(accelerator, output, config)
 
     pipe.to(accelerator.device)
