@@ -93,6 +93,9 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch, split across processes")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--lr-scheduler", default="constant",
+                        help="learning-rate schedule from diffusers.optimization: constant, cosine, linear, ...")
+    parser.add_argument("--lr-warmup-steps", type=int, default=0)
     parser.add_argument("--dt-range", type=float, nargs=2, default=(0.0, 0.12), metavar=("MIN", "MAX"))
     parser.add_argument("--sigma-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("MIN", "MAX"))
     parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
@@ -131,6 +134,8 @@ def run_train(args) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=args.lr_warmup_steps,
         dt_range=tuple(args.dt_range),
         sigma_range=tuple(args.sigma_range),
         mixed_precision=args.mixed_precision,

@@ -73,7 +73,8 @@ def _prompt_file(tmp_path):
 
 def _train_arguments(model, prompts, output, steps=200):
     return ["--model", str(model), "--prompts", str(prompts), "--output-dir", str(output), "--steps", str(steps),
-            "--batch-size", "4", "--learning-rate", "1e-3", "--checkpoint-every", "20", "--record-steps", "6",
+            "--batch-size", "4", "--learning-rate", "1e-3", "--lr-scheduler", "cosine", "--lr-warmup-steps", str(steps // 20),
+            "--checkpoint-every", "20", "--record-steps", "6",
             "--height", "32", "--width", "32", "--eval-plan", ""]
 
 
@@ -129,6 +130,8 @@ def test_a_checkpoint_interrupted_while_saving_is_never_used(tmp_path, sd3_pipe,
         (dict(dt_range=(0.0, 1.0)), ValueError, "dt range must satisfy"),
         (dict(dt_range=(-0.1, 0.1)), ValueError, "dt range must satisfy"),
         (dict(dt_range=(0.2, 0.1)), ValueError, "dt range must satisfy"),
+        (dict(lr_scheduler="cosine_annealing"), ValueError, "Unknown lr_scheduler 'cosine_annealing'; choose one of"),
+        (dict(lr_warmup_steps=5), ValueError, "lr_warmup_steps must be in"),
     ],
 )
 def test_bad_settings_are_refused_before_any_work(tmp_path, sd3_pipe, settings, error, message):
@@ -255,3 +258,14 @@ def test_a_pipeline_loaded_from_a_path_object_trains_and_saves(tmp_path, saved_s
     pipe.set_progress_bar_config(disable=True)
     result = train(pipe, tmp_path / "out", steps=2, batch_size=4)
     assert VelocityRefiner.from_pretrained(result.output_dir).config.base_model == str(saved_sd3)
+
+
+def test_the_learning_rate_follows_the_schedule(tmp_path, sd3_pipe, monkeypatch):
+    rates = []
+    step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (rates.append(self.param_groups[0]["lr"]),
+                                                                         step(self, *a, **k))[1])
+    train(sd3_pipe, tmp_path / "out", steps=6, batch_size=4, learning_rate=1e-3, lr_scheduler="linear",
+          lr_warmup_steps=2)
+    expected = [0.0, 5e-4, 1e-3, 7.5e-4, 5e-4, 2.5e-4]  # warm-up over 2 steps, then linear decay to 0 at step 6
+    assert rates == pytest.approx(expected)

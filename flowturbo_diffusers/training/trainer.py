@@ -40,6 +40,8 @@ class RefinerTrainingConfig:
     steps: int = 2000
     batch_size: int = 16  # global: split across processes
     learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"  # a diffusers.optimization schedule: constant, cosine, linear, ...
+    lr_warmup_steps: int = 0
     dt_range: tuple[float, float] = (0.0, 0.12)
     sigma_range: tuple[float, float] = (0.0, 1.0)  # train on teacher calls with sigma in this range
     mixed_precision: str = "no"
@@ -64,7 +66,7 @@ class RefinerTrainingConfig:
     license: str | None = None
 
     # Settings that must not change between a run and its resumption.
-    RESUME_KEYS = ("steps", "batch_size", "learning_rate", "dt_range", "sigma_range", "seed", "ema_decay",
+    RESUME_KEYS = ("steps", "batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "dt_range", "sigma_range", "seed", "ema_decay",
                    "gradient_accumulation_steps", "record_steps", "call_kwargs", "refiner_kwargs")
 
 
@@ -91,6 +93,11 @@ def validate(config: RefinerTrainingConfig, prompts: list) -> None:
         raise ValueError("No prompts to record teacher trajectories from: pass a non-empty prompt file or class labels.")
     if config.steps <= 0 or config.batch_size <= 0:
         raise ValueError(f"steps and batch_size must be positive, got {config.steps} and {config.batch_size}.")
+    schedules = _lr_schedules()
+    if config.lr_scheduler not in schedules:
+        raise ValueError(f"Unknown lr_scheduler {config.lr_scheduler!r}; choose one of {', '.join(schedules)}.")
+    if not 0 <= config.lr_warmup_steps < config.steps:
+        raise ValueError(f"lr_warmup_steps must be in [0, steps={config.steps}), got {config.lr_warmup_steps}.")
     output = Path(config.output_dir)
     if output.exists() and any(output.iterdir()) and not (config.overwrite or config.resume):
         raise FileExistsError(
@@ -180,6 +187,7 @@ def train_refiner(
     ``mixed_precision``, ``seed``, ``resume``, ``push_to_hub``, ...).
     """
     from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     from ..refiner import VelocityRefiner, model_name
@@ -249,7 +257,12 @@ def train_refiner(
     refiner = VelocityRefiner.for_transformer(pipe.transformer, base_model=base_model, **config.refiner_kwargs)
     refiner.to(device=accelerator.device, dtype=torch.float32).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    refiner, optimizer = accelerator.prepare(refiner, optimizer)
+    # accelerate steps a prepared schedule once per process at each optimiser step, hence the factor (as in
+    # diffusers' training scripts).
+    lr_schedule = get_scheduler(config.lr_scheduler, optimizer,
+                                num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+                                num_training_steps=config.steps * accelerator.num_processes)
+    refiner, optimizer, lr_schedule = accelerator.prepare(refiner, optimizer, lr_schedule)
     state = _TrainingState()
     accelerator.register_for_checkpointing(state)
     ema = None
@@ -279,6 +292,7 @@ def train_refiner(
                              config.sigma_range, generator)
                 accelerator.backward(loss)
                 optimizer.step()
+                lr_schedule.step()
                 optimizer.zero_grad(set_to_none=True)
             running.append(loss.detach())
         state.step += 1
@@ -322,6 +336,13 @@ def train_refiner(
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return TrainingResult(trained, output / REFINER_FOLDER, last_loss, metrics)
+
+
+def _lr_schedules() -> list[str]:
+    from diffusers.optimization import SchedulerType
+
+    # piecewise_constant needs step rules of its own; the others need only warm-up and length.
+    return [schedule.value for schedule in SchedulerType if schedule.value != "piecewise_constant"]
 
 
 def _has_accelerator() -> bool:
@@ -416,6 +437,8 @@ def _training_info(config, base_model, prompts, final_loss, metrics, pipe, from_
         "steps": config.steps,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
+        "lr_scheduler": config.lr_scheduler,
+        "lr_warmup_steps": config.lr_warmup_steps,
         "dt_range": list(config.dt_range),
         "sigma_range": list(config.sigma_range),
         "ema_decay": config.ema_decay,
