@@ -52,15 +52,23 @@ class SamplerResult:
         row["seconds_per_image"] = {str(k): v for k, v in self.seconds_per_image.items()}
         return row
 
+    @classmethod
+    def from_json(cls, row: dict) -> SamplerResult:
+        """The result a ``to_json`` row was made from (without its sample images)."""
+        row = dict(row)
+        spec = row.pop("spec")
+        row["seconds_per_image"] = {int(k): v for k, v in row["seconds_per_image"].items()}
+        return cls(SamplerSpec(spec["family"], spec["steps"], spec["plan"]), **row)
+
 
 class Benchmark:
     """Holds the pipeline, the fixed prompts and noise seeds, the reference solution and the real-data features."""
 
     def __init__(self, settings: BenchmarkSettings, state=None, progress: bool = True):
-        from accelerate import PartialState
+        from ..distributed import partial_state
 
         self.settings = settings
-        self.state = state or PartialState()
+        self.state = state or partial_state()
         self.progress = progress and self.state.is_main_process
         self.pipe, self.call_kwargs, self.refiner, self.classifier = self._load()
         self.switch = SamplerSwitch(self.pipe, self.refiner)

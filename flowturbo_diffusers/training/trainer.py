@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..adapters import adapter_for
+from ..distributed import accelerate_cpu_flag
 from .trajectories import group_calls, query_teacher, record_teacher_calls, stack_calls
 
 CHECKPOINTS = "checkpoints"
@@ -210,7 +211,7 @@ def train_refiner(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with="tensorboard" if config.report_to_tensorboard else None,
         project_dir=str(output),
-        cpu=not _has_accelerator(),  # on CPU-only machines this is what makes `accelerate launch` use gloo
+        cpu=accelerate_cpu_flag(),
     )
     if config.batch_size % accelerator.num_processes:
         raise ValueError(
@@ -343,11 +344,6 @@ def _lr_schedules() -> list[str]:
 
     # piecewise_constant needs step rules of its own; the others need only warm-up and length.
     return [schedule.value for schedule in SchedulerType if schedule.value != "piecewise_constant"]
-
-
-def _has_accelerator() -> bool:
-    xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
 def _forget_previous_accelerator_settings() -> None:
