@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from diffusers.utils import logging
 
 from .plan import DEFAULT_PLAN, Plan
@@ -97,8 +96,6 @@ class FlowTurboPipelineMixin:
         bound = inspect.signature(super().__call__).bind_partial(*args, **kwargs).arguments
         if plan.num_steps is not None and not {"num_inference_steps", "sigmas", "timesteps"} & bound.keys():
             kwargs["num_inference_steps"] = plan.num_steps
-        if self.refiner is not None:
-            _move(self.refiner, self._execution_device, self.transformer.dtype)
         compiled = self._compile_options
         with route_refiner_steps(
             self.transformer,
@@ -266,13 +263,6 @@ class FlowTurboPipeline:
         if refiner is None:
             refiner = getattr(pipeline, "refiner", None) or _local_refiner(pipeline.config.get("_name_or_path"))
         return _configure(pipe, refiner, plan, refiner_kwargs)
-
-
-def _move(module, device, dtype) -> None:
-    """``module.to(device, dtype)``, skipped when nothing changes (diffusers warns on every dtype cast)."""
-    parameter = next(module.parameters())
-    if parameter.device != torch.device(device) or parameter.dtype != dtype:
-        module.to(device=device, dtype=dtype)
 
 
 def _local_refiner(path) -> Path | bool:

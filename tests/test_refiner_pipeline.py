@@ -157,8 +157,35 @@ def test_fixed_plan_sets_the_step_count_when_none_is_given(sd3_pipe):
 def test_refiner_follows_the_pipeline_dtype(sd3_pipe):
     pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=VelocityRefiner.for_transformer(sd3_pipe.transformer), plan="H1P2R1")
     pipe.to(torch.bfloat16)
+    pipe.refiner.to(torch.float32)  # e.g. loaded after the pipeline was cast
     latents = call(pipe, "sd3")
     assert pipe.refiner.dtype == torch.bfloat16 and latents.dtype == torch.bfloat16
+
+
+def test_a_call_walks_the_pipelines_modules_no_more_than_the_base_pipeline(sd3_pipe, monkeypatch):
+    """`pipe._execution_device` / `transformer.dtype` walk every module (~12 ms a call on the bundled model): FlowTurbo
+    must not add such walks over the pipeline's components to a call, R steps included (counted as top-level
+    `named_modules` calls per module; the refiner's own placement check is allowed)."""
+    from collections import Counter
+
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=VelocityRefiner.for_transformer(sd3_pipe.transformer),
+                                       plan="H1P2R1")
+    call(pipe, "sd3")  # the refiner is placed on the first call
+    walks = Counter()
+    named_modules = torch.nn.Module.named_modules
+
+    def counting(self, memo=None, *args, **kwargs):
+        if memo is None:
+            walks[id(self)] += 1
+        return named_modules(self, memo, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "named_modules", counting)
+    call(sd3_pipe, "sd3", num_inference_steps=4)
+    base_walks, walks = walks, Counter()
+    call(pipe, "sd3")
+    assert pipe.last_evaluation_counts["refiner"] > 0
+    walks.pop(id(pipe.refiner), None)
+    assert base_walks and not walks - base_walks
 
 
 def test_a_refiner_for_another_model_is_refused_before_sampling(sd3_pipe):

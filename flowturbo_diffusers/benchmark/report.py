@@ -362,6 +362,9 @@ What each figure is:
   warm-up call. Calls are interleaved: every sampler and batch size is called once per round, in a new seeded order,
   for `--repeats` rounds, so that a machine whose speed drifts slows every sampler alike. Compiled and eager calls are
   interleaved the same way (eager ones under `torch.compiler.set_stance("force_eager")`).
+- **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
+  replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
+  times, as a share of the real FlowTurbo call's median.
 - **Read-offs**: the time a sampler family needs for a fidelity level is read off its Pareto curve (the measured
   points no other point of the family beats on both time and fidelity), interpolating log-time linearly between the
   two points around the level; a family that never reaches the level gets no time.

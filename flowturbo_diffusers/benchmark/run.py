@@ -178,11 +178,11 @@ class Benchmark:
         self.generate(pipe, call_kwargs, list(range(batch_size)))
         return (time.perf_counter() - start) / batch_size
 
-    def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None) -> dict:
+    def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None, repeats: int | None = None) -> dict:
         """Median wall time per image of each setup at each batch size, after one warm-up call each.
 
         ``setups`` maps a key to a function returning a context manager that yields ``(pipeline, call_kwargs)``. The
-        timed calls are interleaved: ``repeats`` rounds, each calling every setup once per batch size in a new
+        timed calls are interleaved: ``repeats`` rounds (default: the settings'), each calling every setup once per batch size in a new
         (seeded) order. A machine whose speed drifts during the run then slows every setup alike, and the ratios
         between setups, which the benchmark's conclusions rest on, stay fair.
         """
@@ -197,7 +197,7 @@ class Benchmark:
                 self.generate(pipe, call_kwargs, list(range(batch_size)))
         times = {job: [] for job in jobs}
         order = random.Random(self.settings.seed)
-        for _ in tqdm(range(self.settings.repeats), desc=desc, leave=False, disable=desc is None or not self.progress):
+        for _ in tqdm(range(repeats or self.settings.repeats), desc=desc, leave=False, disable=desc is None or not self.progress):
             order.shuffle(jobs)
             for key, batch_size in jobs:
                 with setups[key]() as (pipe, call_kwargs):
@@ -284,7 +284,9 @@ class Benchmark:
         setups = {"flowturbo": functools.partial(self.switch.use, flowturbo),
                   "no-op flowturbo": functools.partial(no_op, flowturbo),
                   "no-op euler": functools.partial(no_op, euler)}
-        times = {key: value[1] for key, value in self.time_interleaved(setups, batch_sizes=(1,)).items()}
+        # The no-op calls are short and their difference small: time 4x as many rounds as the samplers.
+        rounds = 4 * self.settings.repeats
+        times = {key: value[1] for key, value in self.time_interleaved(setups, batch_sizes=(1,), repeats=rounds).items()}
         extra = times["no-op flowturbo"] - times["no-op euler"]
         return {
             "plan": plan,
