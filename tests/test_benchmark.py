@@ -83,7 +83,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
         assert row["base_evaluations"] > 0 and set(row["seconds_per_image"]) == {"1", "2"}
         assert np.isfinite(row["latent_psnr"])
     assert summary["context"]["reference"]["psnr_of_half_steps_solution_db"] > 30
-    assert 0 <= summary["context"]["overhead"]["share_of_call"] < 0.5
+    assert -0.1 < summary["context"]["overhead"]["share_of_call"] < 0.5  # ~0.3%: timing noise can make it negative
     for name in ("benchmark.md", "pareto.png", "samples.png"):
         assert (tmp_path / name).stat().st_size > 0
     docs = (tmp_path / "docs" / "benchmarks.md").read_text()

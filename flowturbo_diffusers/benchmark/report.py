@@ -364,7 +364,7 @@ What each figure is:
   interleaved the same way (eager ones under `torch.compiler.set_stance("force_eager")`).
 - **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
   replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
-  times, as a share of the real FlowTurbo call's median.
+  times, as a share of the real FlowTurbo call's median. A figure near zero, or below it, is within timing noise.
 - **Read-offs**: the time a sampler family needs for a fidelity level is read off its Pareto curve (the measured
   points no other point of the family beats on both time and fidelity), interpolating log-time linearly between the
   two points around the level; a family that never reaches the level gets no time.
