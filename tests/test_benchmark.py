@@ -88,6 +88,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     docs = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "flowturbo bench --quick" in docs and "images/benchmark_pareto.png" in docs and "## Targets" in docs
+    assert "Outside the model, a call at batch 1 takes" in docs and "most faithful plan with refiner steps" in docs
     # Vs Heun and vs the others at each level Heun was run for (--quick: 6 steps only), per batch size; the overhead.
     assert len(summary["targets"]) == 2 * 2 * 1 + 1
     output = capsys.readouterr().out

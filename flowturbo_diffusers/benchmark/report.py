@@ -8,7 +8,7 @@ import math
 import platform
 from pathlib import Path
 
-from .samplers import FLOWTURBO_FAMILIES, HEUN
+from .samplers import FLOWTURBO_FAMILIES, FLOWTURBO_HPR, HEUN
 
 FIDELITY_LEVELS = (6, 8, 12)  # Heun step counts that define the three fidelity levels
 # The targets the benchmark checks (its issue): time saved against Heun at each fidelity level, the share of a
@@ -289,6 +289,31 @@ def environment() -> dict:
     }
 
 
+def limits_markdown(results, overhead: dict) -> list[str]:
+    """Two measured limits on the time FlowTurbo can save here: the part of a call no sampler saves, and the
+    fidelity above which only plans without refiner steps reach."""
+    lines = []
+    if overhead:
+        fixed = overhead["no_op_model_call_seconds"]["euler"]
+        lines += [
+            f"Outside the model, a call at batch 1 takes {1000 * fixed:.1f} ms (the Euler call with the no-op model: "
+            f"prompt encoding and set-up), {100 * fixed / overhead['flowturbo_call_seconds']:.0f}% of the real "
+            f"{overhead['plan']} call. It is the same for every sampler, so at batch 1 the time saved is smaller "
+            "than the share of model evaluations saved.",
+            "",
+        ]
+    refined = [r for r in results if r.spec.family == FLOWTURBO_HPR]
+    if refined:
+        best = max(refined, key=lambda r: r.latent_psnr)
+        lines += [
+            f"The most faithful plan with refiner steps measured here reaches {best.latent_psnr:.2f} dB "
+            f"({best.spec.plan}); FlowTurbo reaches fidelity levels above that with H/P plans only, where refiner "
+            "steps save nothing.",
+            "",
+        ]
+    return lines
+
+
 def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | None) -> str:
     context = summary["context"]
     reference = context["reference"]
@@ -325,6 +350,7 @@ def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | 
             f"evaluation), {100 * overhead['share_of_call']:.2f}% of a real FlowTurbo call.",
             "",
         ]
+    lines += limits_markdown(results, overhead)
     if context.get("refiner_parameters"):
         lines += [f"Refiner: {context['refiner_parameters']:,} parameters, "
                   f"{100 * context['refiner_parameters'] / context['base_parameters']:.1f}% of the base transformer "
