@@ -11,15 +11,9 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
-def accelerate_cpu_flag() -> bool:
-    """The ``cpu=`` argument for ``Accelerator`` / ``PartialState``: on a machine without an accelerator, only
-    ``cpu=True`` makes processes started by ``accelerate launch`` join one process group (gloo) instead of each
-    believing it runs alone."""
-    return not has_accelerator()
-
-
 def partial_state():
-    """accelerate's ``PartialState`` for this process."""
+    """accelerate's ``PartialState`` for this process. Without an accelerator, only ``cpu=True`` makes processes started
+    by ``accelerate launch`` join one process group (gloo) instead of each believing it runs alone."""
     from accelerate import PartialState
 
-    return PartialState(cpu=accelerate_cpu_flag())
+    return PartialState(cpu=not has_accelerator())

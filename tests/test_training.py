@@ -73,8 +73,8 @@ def _prompt_file(tmp_path):
 
 def _train_arguments(model, prompts, output, steps=200):
     return ["--model", str(model), "--prompts", str(prompts), "--output-dir", str(output), "--steps", str(steps),
-            "--batch-size", "4", "--learning-rate", "1e-3", "--lr-scheduler", "cosine", "--lr-warmup-steps", str(steps // 20),
-            "--checkpoint-every", "20", "--record-steps", "6",
+            "--batch-size", "4", "--learning-rate", "1e-3", "--lr-scheduler", "cosine",
+            "--lr-warmup-steps", str(steps // 20), "--checkpoint-every", "20", "--record-steps", "6",
             "--height", "32", "--width", "32", "--eval-plan", ""]
 
 

@@ -178,13 +178,14 @@ class Benchmark:
         self.generate(pipe, call_kwargs, list(range(batch_size)))
         return (time.perf_counter() - start) / batch_size
 
-    def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None, repeats: int | None = None) -> dict:
+    def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None,
+                         repeats: int | None = None) -> dict:
         """Median wall time per image of each setup at each batch size, after one warm-up call each.
 
         ``setups`` maps a key to a function returning a context manager that yields ``(pipeline, call_kwargs)``. The
-        timed calls are interleaved: ``repeats`` rounds (default: the settings'), each calling every setup once per batch size in a new
-        (seeded) order. A machine whose speed drifts during the run then slows every setup alike, and the ratios
-        between setups, which the benchmark's conclusions rest on, stay fair.
+        timed calls are interleaved: ``repeats`` rounds (default: the settings'), each calling every setup once per
+        batch size in a new (seeded) order. A machine whose speed drifts during the run then slows every setup alike,
+        and the ratios between setups, which the benchmark's conclusions rest on, stay fair.
         """
         import random
 
@@ -197,7 +198,8 @@ class Benchmark:
                 self.generate(pipe, call_kwargs, list(range(batch_size)))
         times = {job: [] for job in jobs}
         order = random.Random(self.settings.seed)
-        for _ in tqdm(range(repeats or self.settings.repeats), desc=desc, leave=False, disable=desc is None or not self.progress):
+        rounds = range(repeats or self.settings.repeats)
+        for _ in tqdm(rounds, desc=desc, leave=False, disable=desc is None or not self.progress):
             order.shuffle(jobs)
             for key, batch_size in jobs:
                 with setups[key]() as (pipe, call_kwargs):
@@ -274,7 +276,7 @@ class Benchmark:
 
         plan = self.settings.overhead_plan
         evaluations = Plan.parse(plan).count_evaluations()["base"]
-        flowturbo, euler = SamplerSpec(FLOWTURBO_HP, Plan.parse(plan).num_steps, plan), SamplerSpec(EULER, evaluations)
+        flowturbo, euler = flowturbo_spec(plan, self.refiner is not None), SamplerSpec(EULER, evaluations)
 
         @contextlib.contextmanager
         def no_op(spec):
@@ -286,7 +288,8 @@ class Benchmark:
                   "no-op euler": functools.partial(no_op, euler)}
         # The no-op calls are short and their difference small: time 4x as many rounds as the samplers.
         rounds = 4 * self.settings.repeats
-        times = {key: value[1] for key, value in self.time_interleaved(setups, batch_sizes=(1,), repeats=rounds).items()}
+        medians = self.time_interleaved(setups, batch_sizes=(1,), repeats=rounds)
+        times = {key: value[1] for key, value in medians.items()}
         extra = times["no-op flowturbo"] - times["no-op euler"]
         return {
             "plan": plan,
@@ -336,7 +339,8 @@ def flowturbo_spec(plan: str, has_refiner: bool) -> SamplerSpec:
 
     parsed = Plan.parse(plan)
     if parsed.num_steps is None:
-        raise ValueError(f"The compiled-vs-eager plan must have a fixed step count, e.g. 'H1P5R3', not '{plan}'.")
+        raise ValueError(f"A benchmarked plan (--compile-plan) must have a fixed step count, e.g. 'H1P5R3', not "
+                         f"'{plan}'.")
     if parsed.has_refiner_steps and not has_refiner:
         raise ValueError(f"Plan '{plan}' has refiner steps but the benchmark has no refiner; pass --refiner, or a "
                          "plan without R steps such as --compile-plan H1P5.")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..adapters import adapter_for
-from ..distributed import accelerate_cpu_flag
+from ..distributed import has_accelerator
 from .trajectories import group_calls, query_teacher, record_teacher_calls, stack_calls
 
 CHECKPOINTS = "checkpoints"
@@ -67,8 +67,8 @@ class RefinerTrainingConfig:
     license: str | None = None
 
     # Settings that must not change between a run and its resumption.
-    RESUME_KEYS = ("steps", "batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "dt_range", "sigma_range", "seed", "ema_decay",
-                   "gradient_accumulation_steps", "record_steps", "call_kwargs", "refiner_kwargs")
+    RESUME_KEYS = ("steps", "batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "dt_range", "sigma_range",
+                   "seed", "ema_decay", "gradient_accumulation_steps", "record_steps", "call_kwargs", "refiner_kwargs")
 
 
 @dataclass
@@ -211,7 +211,7 @@ def train_refiner(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with="tensorboard" if config.report_to_tensorboard else None,
         project_dir=str(output),
-        cpu=accelerate_cpu_flag(),
+        cpu=not has_accelerator(),  # on CPU-only machines this is what makes `accelerate launch` use gloo
     )
     if config.batch_size % accelerator.num_processes:
         raise ValueError(
@@ -222,7 +222,8 @@ def train_refiner(
         raise FileNotFoundError(f"resume=True but {output / CHECKPOINTS} holds no checkpoint to resume from.")
     teacher_dtype = torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
     pipe = load_teacher(model, teacher_dtype)
-    base_model = model_name(config.base_model or (model if isinstance(model, str) else pipe.config.get("_name_or_path")))
+    base_model = config.base_model or (model if isinstance(model, str) else pipe.config.get("_name_or_path"))
+    base_model = model_name(base_model)
     _prepare_output(accelerator, output, config)
 
     pipe.to(accelerator.device)
