@@ -259,7 +259,10 @@ class FlowTurboPipeline:
         """
         kwargs.setdefault("dtype", pipeline.dtype)  # diffusers' from_pipe would cast the shared modules to fp32
         pipe = flowturbo_class(type(pipeline)).from_pipe(pipeline, **kwargs)
-        pipe.scheduler = FlowTurboScheduler.from_config(pipeline.scheduler.config)
+        if isinstance(pipeline.scheduler, FlowTurboScheduler):
+            # A copy, so that set_plan leaves the original's alone; its plan was chosen, so it is kept. Any other
+            # scheduler becomes a new FlowTurboScheduler in set_plan, with the refiner's recommended plan by default.
+            pipe.scheduler = FlowTurboScheduler.from_config(pipeline.scheduler.config)
         if refiner is None:
             refiner = getattr(pipeline, "refiner", None) or _local_refiner(pipeline.config.get("_name_or_path"))
         return _configure(pipe, refiner, plan, refiner_kwargs)

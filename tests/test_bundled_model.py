@@ -116,8 +116,12 @@ def test_the_bundled_refiner_fits_the_bundled_pipeline(pipe):
 
     refiner = VelocityRefiner.from_pretrained(bundled_model_path() / "refiner")
     refiner.check_compatible(pipe.transformer)
+    default_plan = bundled_model_info()["flowturbo"]["default_plan"]
     turbo = FlowTurboPipeline.from_pretrained(bundled_model_path())  # picks up refiner/ and its recommended plan
-    assert turbo.refiner is not None and str(turbo.plan) == bundled_model_info()["flowturbo"]["default_plan"]
+    assert turbo.refiner is not None and str(turbo.plan) == default_plan
+    turbo = FlowTurboPipeline.from_pipe(pipe)  # so does wrapping the loaded pipeline (what `flowturbo generate` does)
+    assert turbo.refiner is not None and str(turbo.plan) == default_plan
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     assert refiner.num_parameters() <= 0.05 * pipe.transformer.num_parameters()
 
 
