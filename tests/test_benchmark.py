@@ -43,6 +43,22 @@ def test_headline_reads_savings_off_the_curves():
     assert rows[12]["flowturbo_seconds"] is None and rows[12]["flowturbo_time_saved_vs_heun"] is None
 
 
+def test_the_perfect_refiner_bound_reads_R_plans_at_their_time_with_their_R_steps_as_heun_steps():
+    from flowturbo_diffusers.benchmark.report import headline_markdown, perfect_refiner_markdown
+
+    refined = result("FlowTurbo H/P/R", 9, 0.04, 29.0, "H1P5R3")
+    results = [result("Heun", 6, 0.10, 30.0), result("FlowTurbo H/P", 7, 0.06, 27.0, "H1P5"), refined]
+    assert "perfect_refiner_seconds" not in headline(results, [1])[1][0]  # not measured: no bound is claimed
+    refined.perfect_refiner_latent_psnr = 32.0
+    row = headline(results, [1])[1][0]
+    assert row["flowturbo_seconds"] is None  # the real refiner reaches 29 dB, short of Heun's 30
+    # With a perfect refiner: 27 dB @ 60 ms and 32 dB @ 40 ms; the 40 ms point alone is on the front, above 30 dB.
+    assert row["perfect_refiner_seconds"] == pytest.approx(0.04)
+    assert row["perfect_refiner_time_saved_vs_heun"] == pytest.approx(0.6)
+    table = headline(results, [1])
+    assert "| 1 | 60.0% (now —) |" in "\n".join(perfect_refiner_markdown(table)) and headline_markdown(table)
+
+
 def test_targets_say_which_are_met():
     from flowturbo_diffusers.benchmark.report import targets
 
@@ -82,6 +98,10 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
     for row in summary["results"]:
         assert row["base_evaluations"] > 0 and set(row["seconds_per_image"]) == {"1", "2"}
         assert np.isfinite(row["latent_psnr"])
+        # Plans with R steps also get the fidelity of a perfect refiner (R steps as Heun steps), and it is higher.
+        refined = row["spec"]["family"] == "FlowTurbo H/P/R"
+        assert (row["perfect_refiner_latent_psnr"] is not None) == refined
+        assert not refined or row["perfect_refiner_latent_psnr"] > row["latent_psnr"]
     assert summary["context"]["reference"]["psnr_of_half_steps_solution_db"] > 30
     assert -0.1 < summary["context"]["overhead"]["share_of_call"] < 0.5  # ~0.3%: timing noise can make it negative
     for name in ("benchmark.md", "pareto.png", "samples.png"):
@@ -89,6 +109,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
     docs = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "flowturbo bench --quick" in docs and "images/benchmark_pareto.png" in docs and "## Targets" in docs
     assert "Outside the model, a call at batch 1 takes" in docs and "most faithful plan with refiner steps" in docs
+    assert "With a perfect refiner" in docs and all("perfect_refiner_seconds" in row for row in summary["headline"]["1"])
     # Vs Heun and vs the others at each level Heun was run for (--quick: 6 steps only), per batch size; the overhead.
     assert len(summary["targets"]) == 2 * 2 * 1 + 1
     output = capsys.readouterr().out

@@ -51,13 +51,31 @@ def family_fronts(results, batch_size: int, metric: str = "latent_psnr") -> dict
     return fronts
 
 
+def perfect_refiner_front(results, batch_size: int) -> list | None:
+    """FlowTurbo's Pareto curve if its refiner were perfect: plans with R steps at their measured time but with the
+    fidelity of their R steps run as exact Heun steps; ``None`` if no such fidelity was measured."""
+    points = []
+    for result in results:
+        if result.spec.family not in FLOWTURBO_FAMILIES:
+            continue
+        quality = result.latent_psnr
+        if result.spec.family == FLOWTURBO_HPR:
+            if result.perfect_refiner_latent_psnr is None:
+                return None
+            quality = result.perfect_refiner_latent_psnr
+        points.append((result.seconds_per_image[batch_size], quality))
+    return pareto_front(points) if any(r.spec.family == FLOWTURBO_HPR for r in results) else None
+
+
 def headline(results, batch_sizes) -> dict:
     """At the fidelity of Heun with 6, 8 and 12 steps: how much less time FlowTurbo's best plan needs than Heun, and
-    than the fastest other sampler at that fidelity (all read off measured Pareto curves)."""
+    than the fastest other sampler at that fidelity (all read off measured Pareto curves). Also, as a bound on what a
+    better refiner could do, the time saved against Heun with a perfect refiner (:func:`perfect_refiner_front`)."""
     heun = {r.spec.steps: r for r in results if r.spec.family == HEUN}
     table = {}
     for batch_size in batch_sizes:
         fronts = family_fronts(results, batch_size)
+        perfect = perfect_refiner_front(results, batch_size)
         rows = []
         for steps in FIDELITY_LEVELS:
             if steps not in heun:
@@ -81,6 +99,11 @@ def headline(results, batch_sizes) -> dict:
                     None if turbo_time is None or fastest is None else 1 - turbo_time / reached[fastest]
                 ),
             })
+            if perfect is not None:
+                perfect_time = time_to_reach(perfect, level)
+                rows[-1]["perfect_refiner_seconds"] = perfect_time
+                rows[-1]["perfect_refiner_time_saved_vs_heun"] = (
+                    None if perfect_time is None else 1 - perfect_time / heun_time)
         table[batch_size] = rows
     return table
 
@@ -129,12 +152,13 @@ def _fmt(value, spec: str = ".3g", none: str = "—") -> str:
 
 def markdown_table(results, batch_sizes) -> str:
     columns = ["sampler", "base evals", "refiner evals"] + [f"ms/img @{b}" for b in batch_sizes]
-    columns += ["latent PSNR", "pixel PSNR", "FID", "KID", "accuracy"]
+    columns += ["latent PSNR", "perfect-refiner latent PSNR", "pixel PSNR", "FID", "KID", "accuracy"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in sorted(results, key=lambda r: (r.spec.family, r.seconds_per_image[batch_sizes[0]])):
         cells = [r.spec.name, str(r.base_evaluations), str(r.refiner_evaluations)]
         cells += [f"{1000 * r.seconds_per_image[b]:.1f}" for b in batch_sizes]
-        cells += [f"{r.latent_psnr:.2f}", _fmt(r.pixel_psnr, ".2f"), _fmt(r.fid, ".2f"), _fmt(r.kid, ".4f"),
+        cells += [f"{r.latent_psnr:.2f}", _fmt(r.perfect_refiner_latent_psnr, ".2f"), _fmt(r.pixel_psnr, ".2f"),
+                  _fmt(r.fid, ".2f"), _fmt(r.kid, ".4f"),
                   _fmt(None if r.accuracy is None else 100 * r.accuracy, ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -164,6 +188,33 @@ def headline_markdown(table: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def perfect_refiner_markdown(table: dict) -> list[str]:
+    """The time saved against Heun if the refiner were perfect, per batch size and level (a bound, not a target)."""
+    rows = [(batch_size, row) for batch_size, levels in table.items() for row in levels
+            if "perfect_refiner_seconds" in row]
+    if not rows:
+        return []
+    levels = list(dict.fromkeys(row["heun_steps"] for _, row in rows))
+    lines = [
+        "**With a perfect refiner** (a bound on what a better refiner can do): each plan with R steps at its measured "
+        "time, with the fidelity it reaches when its R steps run as exact Heun steps on the base model, which is what "
+        "a refiner with no error gives. Time saved against Heun:",
+        "",
+        "| batch | " + " | ".join(f"Heun-{steps} fidelity" for steps in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for batch_size in dict.fromkeys(b for b, _ in rows):
+        saved = {row["heun_steps"]: row["perfect_refiner_time_saved_vs_heun"] for b, row in rows if b == batch_size}
+        lines.append(f"| {batch_size} | " + " | ".join(
+            f"{_percent(saved.get(steps))} (now {_percent(_row(table, batch_size, steps)['flowturbo_time_saved_vs_heun'])})"
+            for steps in levels) + " |")
+    return lines + [""]
+
+
+def _row(table: dict, batch_size, steps: int) -> dict:
+    return next(row for row in table[batch_size] if row["heun_steps"] == steps)
 
 
 def plot_pareto(results, batch_sizes, path: Path, levels: dict | None = None) -> Path:
@@ -351,6 +402,7 @@ def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | 
             "",
         ]
     lines += limits_markdown(results, overhead)
+    lines += perfect_refiner_markdown(summary["headline"])
     if context.get("refiner_parameters"):
         lines += [f"Refiner: {context['refiner_parameters']:,} parameters, "
                   f"{100 * context['refiner_parameters'] / context['base_parameters']:.1f}% of the base transformer "

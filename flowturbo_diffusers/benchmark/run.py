@@ -43,6 +43,9 @@ class SamplerResult:
     fid: float | None = None
     kid: float | None = None
     accuracy: float | None = None
+    # Plans with R steps: the latent PSNR with every R step run as an exact Heun step on the base model, which is what
+    # a perfect refiner gives (method.md); at this plan's own measured time, it bounds what a better refiner can do.
+    perfect_refiner_latent_psnr: float | None = None
     samples: torch.Tensor | None = field(default=None, repr=False)  # a few decoded samples for the grid
 
     def to_json(self) -> dict:
@@ -244,12 +247,15 @@ class Benchmark:
         other processes return ``None``. Times are added by :meth:`time_samplers`."""
         if spec.family == MAGCACHE:
             self.switch.calibrate_magcache(spec.steps, lambda p, kw: _quietly(self.generate, p, kw, [0]))
+        perfect = self.perfect_refiner_latents(spec) if spec.family == FLOWTURBO_HPR else None
         with self.switch.use(spec) as (pipe, call_kwargs):
             latents = self.generate_all(pipe, call_kwargs)
             if not self.state.is_main_process:
                 return None
             base, refined = self.evaluations(pipe, call_kwargs)
         result = SamplerResult(spec, base, refined, {}, float(psnr(latents, reference["latents"]).mean()))
+        if perfect is not None:
+            result.perfect_refiner_latent_psnr = float(psnr(perfect, reference["latents"]).mean())
         images = self.decode(latents)
         if images is not None and reference["images"] is not None:
             result.pixel_psnr = float(psnr(images, reference["images"], peak=1.0).mean())
@@ -261,6 +267,14 @@ class Benchmark:
             result.accuracy = float((predictions == torch.tensor(self.labels)).float().mean())
         result.samples = images[:10] if images is not None else None
         return result
+
+    def perfect_refiner_latents(self, spec: SamplerSpec) -> torch.Tensor:
+        """All samples of ``spec``'s plan with its R steps run as Heun steps on the base model: what a perfect refiner
+        gives (an oracle refiner, whose offset is the base velocity minus the one it is given, makes R steps exact
+        Heun steps; method.md)."""
+        with self.switch.use(spec) as (pipe, call_kwargs):
+            pipe.set_plan(spec.plan.replace("R", "H"))
+            return self.generate_all(pipe, call_kwargs)
 
     def time_samplers(self, results: list[SamplerResult]) -> None:
         """Fill in every result's time per image, all samplers timed interleaved (see :meth:`time_interleaved`)."""
