@@ -443,6 +443,10 @@ What each figure is:
 - **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
   replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
   times, as a share of the real FlowTurbo call's median. A figure near zero, or below it, is within timing noise.
+- **Perfect-refiner bound**: each plan with R steps is also run with its R steps as Heun steps on the base model,
+  which is what a refiner with no error gives (an oracle refiner makes R steps exact Heun steps, method.md). Placed
+  at the R plan's own measured time, these points give FlowTurbo's Pareto curve with a perfect refiner, and the time
+  saved against Heun read off it. It bounds what a better refiner can save; it is not a target.
 - **Read-offs**: the time a sampler family needs for a fidelity level is read off its Pareto curve (the measured
   points no other point of the family beats on both time and fidelity), interpolating log-time linearly between the
   two points around the level; a family that never reaches the level gets no time.
