@@ -18,13 +18,16 @@ from flowturbo_diffusers import FlowTurboPipeline
 from flowturbo_diffusers.bundled import BUNDLED_CALL_DEFAULTS, bundled_model_path
 
 
-def seconds_per_image(pipe, prompts, call_kwargs, repeats: int) -> float:
-    times = []
+def seconds_per_image(pipes: dict, prompts, call_kwargs, repeats: int) -> dict:
+    """Median time per image of each pipeline, timed in alternating rounds so that a machine whose speed drifts slows
+    both alike (the ratio is what this example reports)."""
+    times = {name: [] for name in pipes}
     for _ in range(repeats):
-        start = time.perf_counter()
-        pipe(prompts, generator=torch.Generator().manual_seed(0), **call_kwargs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / len(prompts)
+        for name, pipe in pipes.items():
+            start = time.perf_counter()
+            pipe(prompts, generator=torch.Generator().manual_seed(0), **call_kwargs)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) / len(prompts) for name, values in times.items()}
 
 
 def main():
@@ -52,8 +55,8 @@ def main():
     b = compiled(prompts, generator=torch.Generator().manual_seed(0), **call_kwargs).images
     print(f"largest difference of the final latents, compiled vs eager: {(a - b).abs().max().item():.2e}")
 
-    t_eager = seconds_per_image(eager, prompts, call_kwargs, args.repeats)
-    t_compiled = seconds_per_image(compiled, prompts, call_kwargs, args.repeats)
+    times = seconds_per_image({"eager": eager, "compiled": compiled}, prompts, call_kwargs, args.repeats)
+    t_eager, t_compiled = times["eager"], times["compiled"]
     print(f"time per image: eager {1000 * t_eager:.1f} ms, compiled {1000 * t_compiled:.1f} ms "
           f"({t_eager / t_compiled:.2f}x)")
 

@@ -1,0 +1,54 @@
+"""Compare refiners for the bundled model by the fidelity of FlowTurbo plans with refiner steps.
+
+For each refiner folder, every plan samples the benchmark's prompts and noise seeds, and its final latents are
+compared with a many-step Heun solve from the same noise (latent PSNR, as in ``flowturbo bench``). With ``--oracle``
+it also runs the plans with the R steps as Heun steps on the base model: what a perfect refiner would give.
+
+    python examples/compare_refiners.py flowturbo_diffusers/bundled_model/refiner my-refiner/refiner --oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from flowturbo_diffusers.benchmark.metrics import psnr
+from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings
+
+PLANS = ["H1P1R2", "H1P1R4", "H1P2R3", "H1P2R4", "H1P3R4", "H1P5R3", "H1P7R3", "H1P9R3", "H1P9R4", "H1P11R4"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("refiners", nargs="+", help="refiner folders (VelocityRefiner.save_pretrained output)")
+    parser.add_argument("--plans", nargs="+", default=PLANS)
+    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--reference-steps", type=int, default=64)
+    parser.add_argument("--oracle", action="store_true", help="also run each plan with its R steps as Heun steps")
+    args = parser.parse_args(argv)
+
+    bench = Benchmark(BenchmarkSettings(quality_samples=args.samples, reference_steps=args.reference_steps),
+                      progress=False)
+    reference = bench.reference()
+    print(f"reference: {reference['description']}, within {reference['psnr_of_half_steps_solution_db']:.1f} dB of "
+          "the solve with half as many steps")
+    turbo = bench.switch.turbo
+
+    def fidelity(plan: str) -> float:
+        turbo.set_plan(plan)
+        return float(psnr(bench.generate_all(turbo, {}), reference["latents"]).mean())
+
+    rows = {}
+    if args.oracle:
+        rows["R steps as Heun steps (oracle)"] = {plan: fidelity(plan.replace("R", "H")) for plan in args.plans}
+    for folder in args.refiners:
+        turbo.load_refiner(folder)
+        rows[folder] = {plan: fidelity(plan) for plan in args.plans}
+    print("\nlatent PSNR (dB) against the reference, per plan:\n")
+    print("| refiner | " + " | ".join(args.plans) + " |")
+    print("|---|" + "---|" * len(args.plans))
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row[plan]:.2f}" for plan in args.plans) + " |")
+
+
+if __name__ == "__main__":
+    main()
