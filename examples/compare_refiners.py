@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from flowturbo_diffusers.benchmark.metrics import psnr
-from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings
+from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings, flowturbo_spec
 
 PLANS = ["H1P1R2", "H1P1R4", "H1P2R3", "H1P2R4", "H1P3R4", "H1P5R3", "H1P7R3", "H1P9R3", "H1P9R4", "H1P11R4"]
 
@@ -31,23 +31,26 @@ def main(argv=None):
     reference = bench.reference()
     print(f"reference: {reference['description']}, within {reference['psnr_of_half_steps_solution_db']:.1f} dB of "
           "the solve with half as many steps")
-    turbo = bench.switch.turbo
+    specs = [flowturbo_spec(plan, has_refiner=True) for plan in args.plans]
 
-    def fidelity(plan: str) -> float:
-        turbo.set_plan(plan)
-        return float(psnr(bench.generate_all(turbo, {}), reference["latents"]).mean())
+    def fidelity(latents) -> float:
+        return float(psnr(latents, reference["latents"]).mean())
+
+    def with_refiner(spec) -> float:
+        with bench.switch.use(spec) as (pipe, call_kwargs):
+            return fidelity(bench.generate_all(pipe, call_kwargs))
 
     rows = {}
     if args.oracle:
-        rows["R steps as Heun steps (oracle)"] = {plan: fidelity(plan.replace("R", "H")) for plan in args.plans}
+        rows["R steps as Heun steps (oracle)"] = {s.plan: fidelity(bench.perfect_refiner_latents(s)) for s in specs}
     for folder in args.refiners:
-        turbo.load_refiner(folder)
-        rows[folder] = {plan: fidelity(plan) for plan in args.plans}
+        bench.switch.turbo.load_refiner(folder)
+        rows[folder] = {spec.plan: with_refiner(spec) for spec in specs}
     print("\nlatent PSNR (dB) against the reference, per plan:\n")
-    print("| refiner | " + " | ".join(args.plans) + " |")
-    print("|---|" + "---|" * len(args.plans))
+    print("| refiner | " + " | ".join(spec.plan for spec in specs) + " |")
+    print("|---|" + "---|" * len(specs))
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[plan]:.2f}" for plan in args.plans) + " |")
+        print(f"| {name} | " + " | ".join(f"{row[spec.plan]:.2f}" for spec in specs) + " |")
 
 
 if __name__ == "__main__":

@@ -53,18 +53,14 @@ def family_fronts(results, batch_size: int, metric: str = "latent_psnr") -> dict
 
 def perfect_refiner_front(results, batch_size: int) -> list | None:
     """FlowTurbo's Pareto curve if its refiner were perfect: plans with R steps at their measured time but with the
-    fidelity of their R steps run as exact Heun steps; ``None`` if no such fidelity was measured."""
-    points = []
-    for result in results:
-        if result.spec.family not in FLOWTURBO_FAMILIES:
-            continue
-        quality = result.latent_psnr
-        if result.spec.family == FLOWTURBO_HPR:
-            if result.perfect_refiner_latent_psnr is None:
-                return None
-            quality = result.perfect_refiner_latent_psnr
-        points.append((result.seconds_per_image[batch_size], quality))
-    return pareto_front(points) if any(r.spec.family == FLOWTURBO_HPR for r in results) else None
+    fidelity of their R steps run as exact Heun steps; ``None`` unless every such plan has that fidelity measured."""
+    turbo = [r for r in results if r.spec.family in FLOWTURBO_FAMILIES]
+    refined = [r for r in turbo if r.spec.family == FLOWTURBO_HPR]
+    if not refined or any(r.perfect_refiner_latent_psnr is None for r in refined):
+        return None
+    return pareto_front([(r.seconds_per_image[batch_size],
+                          r.latent_psnr if r.spec.family != FLOWTURBO_HPR else r.perfect_refiner_latent_psnr)
+                         for r in turbo])
 
 
 def headline(results, batch_sizes) -> dict:
@@ -191,12 +187,14 @@ def headline_markdown(table: dict) -> str:
 
 
 def perfect_refiner_markdown(table: dict) -> list[str]:
-    """The time saved against Heun if the refiner were perfect, per batch size and level (a bound, not a target)."""
-    rows = [(batch_size, row) for batch_size, levels in table.items() for row in levels
-            if "perfect_refiner_seconds" in row]
-    if not rows:
+    """The time saved against Heun if the refiner were perfect, per batch size and level (a bound, not a target),
+    next to the time saved now."""
+    bounded = {batch_size: {row["heun_steps"]: row for row in rows if "perfect_refiner_seconds" in row}
+               for batch_size, rows in table.items()}
+    bounded = {batch_size: rows for batch_size, rows in bounded.items() if rows}
+    if not bounded:
         return []
-    levels = list(dict.fromkeys(row["heun_steps"] for _, row in rows))
+    levels = list(dict.fromkeys(steps for rows in bounded.values() for steps in rows))
     lines = [
         "**With a perfect refiner** (a bound on what a better refiner can do): each plan with R steps at its measured "
         "time, with the fidelity it reaches when its R steps run as exact Heun steps on the base model, which is what "
@@ -205,16 +203,12 @@ def perfect_refiner_markdown(table: dict) -> list[str]:
         "| batch | " + " | ".join(f"Heun-{steps} fidelity" for steps in levels) + " |",
         "|---|" + "---|" * len(levels),
     ]
-    for batch_size in dict.fromkeys(b for b, _ in rows):
-        saved = {row["heun_steps"]: row["perfect_refiner_time_saved_vs_heun"] for b, row in rows if b == batch_size}
-        lines.append(f"| {batch_size} | " + " | ".join(
-            f"{_percent(saved.get(steps))} (now {_percent(_row(table, batch_size, steps)['flowturbo_time_saved_vs_heun'])})"
-            for steps in levels) + " |")
+    for batch_size, rows in bounded.items():
+        cells = [f"{_percent(rows[steps]['perfect_refiner_time_saved_vs_heun'])} "
+                 f"(now {_percent(rows[steps]['flowturbo_time_saved_vs_heun'])})" if steps in rows else "—"
+                 for steps in levels]
+        lines.append(f"| {batch_size} | " + " | ".join(cells) + " |")
     return lines + [""]
-
-
-def _row(table: dict, batch_size, steps: int) -> dict:
-    return next(row for row in table[batch_size] if row["heun_steps"] == steps)
 
 
 def plot_pareto(results, batch_sizes, path: Path, levels: dict | None = None) -> Path:
