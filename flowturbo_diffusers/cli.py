@@ -226,7 +226,11 @@ def _print_bench_summary(summary: dict, args) -> None:
 
     print(headline_markdown(summary["headline"]))
     for target in summary["targets"]:
-        print(f"[{'met' if target['met'] else 'MISSED'}] {target['target']}: {target['measured']}")
+        interval = target.get("interval")
+        noise = ""
+        if interval:
+            noise = f" (95% timing interval {interval}{', within noise' if target['within_noise'] else ''})"
+        print(f"[{'met' if target['met'] else 'MISSED'}] {target['target']}: {target['measured']}{noise}")
     print(f"Wrote {args.output_dir}/benchmark.json, benchmark.md, pareto.png, samples.png"
           + (f" and {args.docs}" if args.docs else ""))
 

@@ -3,6 +3,7 @@ and ``docs/benchmarks.md``. Everything here is computed from the results of one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -16,6 +17,13 @@ FIDELITY_LEVELS = (6, 8, 12)  # Heun step counts that define the three fidelity 
 TARGET_TIME_SAVED_VS_HEUN = 0.55
 TARGET_OVERHEAD_SHARE = 0.03
 TARGET_COMPILE_SPEEDUP = 1.3
+# The timing-noise intervals (:func:`bootstrap_intervals`): their coverage, resamples, and the rounds they need.
+CONFIDENCE = 0.95
+RESAMPLES = 1000
+MIN_ROUNDS = 3
+# The headline figures that get an interval.
+HEADLINE_SAVINGS = ("flowturbo_time_saved_vs_heun", "flowturbo_time_saved_vs_fastest_other",
+                    "perfect_refiner_time_saved_vs_heun")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -104,40 +112,120 @@ def headline(results, batch_sizes) -> dict:
     return table
 
 
+def bootstrap_intervals(rounds: dict, statistic, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                        seed: int = 0) -> dict:
+    """How far figures computed from median times move with the run's own timing noise: a percentile bootstrap over
+    the timing rounds.
+
+    ``rounds`` maps keys to their per-round times, round ``i`` of every key timed in the same interleaved round. Each
+    resample draws as many rounds with replacement, the same draw for every key (so a round in which the machine ran
+    slow slows every key in it, as it did), takes each key's median over the drawn rounds and calls
+    ``statistic(medians)``, which returns a dict of named figures. Returns each figure's central ``confidence``
+    interval ``(low, high)``, or ``None`` for a figure that is undefined (``None``) in some resample. Returns ``{}``
+    unless every key has the same number of rounds, at least :data:`MIN_ROUNDS`.
+    """
+    import numpy as np
+
+    lengths = {len(values) for values in rounds.values()}
+    if len(lengths) != 1 or (count := lengths.pop()) < MIN_ROUNDS:
+        return {}
+    keys = list(rounds)
+    draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+    resampled = np.median(np.asarray([rounds[key] for key in keys], dtype=float)[:, draws], axis=2)  # keys x resamples
+    figures: dict = {}
+    for column in resampled.T:
+        for name, value in statistic(dict(zip(keys, column.tolist()))).items():
+            figures.setdefault(name, []).append(value)
+    tail = (1 - confidence) / 2
+    return {name: None if None in values else tuple(float(q) for q in np.quantile(values, [tail, 1 - tail]))
+            for name, values in figures.items()}
+
+
+def add_intervals(table: dict, results, batch_sizes, context: dict) -> None:
+    """Add timing-noise intervals (:func:`bootstrap_intervals`) next to the figures they belong to:
+    ``<figure>_interval`` in the headline rows, ``share_of_call_interval`` in the overhead and ``speedup_interval``
+    per compiled batch size. Results without per-round times (an older ``benchmark.json``, or too few rounds) get
+    none."""
+    rounds = {(i, b): r.round_seconds_per_image.get(b, []) for i, r in enumerate(results) for b in batch_sizes}
+
+    def savings(times):
+        timed = [dataclasses.replace(r, seconds_per_image={b: times[i, b] for b in batch_sizes})
+                 for i, r in enumerate(results)]
+        return {(b, row["heun_steps"], name): row[name] for b, rows in headline(timed, batch_sizes).items()
+                for row in rows for name in HEADLINE_SAVINGS if name in row}
+
+    intervals = bootstrap_intervals(rounds, savings)
+    for b, rows in table.items():
+        for row in rows:
+            for name in HEADLINE_SAVINGS:
+                if (b, row["heun_steps"], name) in intervals:
+                    row[f"{name}_interval"] = intervals[b, row["heun_steps"], name]
+    overhead = context.get("overhead") or {}
+    if overhead.get("round_seconds"):
+        share = bootstrap_intervals(overhead["round_seconds"], lambda t: {
+            "share": (t["no-op flowturbo"] - t["no-op euler"]) / t["flowturbo"]})
+        if share:
+            overhead["share_of_call_interval"] = share["share"]
+    for row in (context.get("compile") or {}).get("batches", {}).values():
+        if row.get("round_seconds"):
+            speedup = bootstrap_intervals(row["round_seconds"], lambda t: {"speedup": t["eager"] / t["compiled"]})
+            if speedup:
+                row["speedup_interval"] = speedup["speedup"]
+
+
 def targets(summary: dict) -> list[dict]:
-    """Each target with the figure measured for it and whether it is met, computed from one run's summary."""
+    """Each target with the figure measured for it, whether it is met, and (where the run kept its timing rounds) the
+    figure's timing-noise interval and whether that interval spans the target, so that another run may call it
+    differently; computed from one run's summary."""
     rows = []
 
-    def add(target, measured, met):
-        rows.append({"target": target, "measured": measured, "met": bool(met)})
+    def add(target, measured, met, interval=None, threshold=None, unit=_percent):
+        within = interval is not None and interval[0] < threshold < interval[1]
+        rows.append({"target": target, "measured": measured, "met": bool(met),
+                     "interval": None if interval is None else f"{unit(interval[0])} to {unit(interval[1])}",
+                     "within_noise": within})
 
     for batch_size, levels in summary["headline"].items():
         for row in levels:
             level = f"Heun-{row['heun_steps']} fidelity, batch {batch_size}"
             saved = row["flowturbo_time_saved_vs_heun"]
             add(f"≥ {100 * TARGET_TIME_SAVED_VS_HEUN:.0f}% less time than Heun at {level}", _percent(saved),
-                saved is not None and saved >= TARGET_TIME_SAVED_VS_HEUN)
+                saved is not None and saved >= TARGET_TIME_SAVED_VS_HEUN,
+                row.get("flowturbo_time_saved_vs_heun_interval"), TARGET_TIME_SAVED_VS_HEUN)
             versus = row["flowturbo_time_saved_vs_fastest_other"]
             add(f"faster than the fastest other sampler at {level}",
-                f"{_percent(versus)} less time than {row['fastest_other'] or '—'}", versus is not None and versus > 0)
+                f"{_percent(versus)} less time than {row['fastest_other'] or '—'}", versus is not None and versus > 0,
+                row.get("flowturbo_time_saved_vs_fastest_other_interval"), 0.0)
     overhead = summary["context"].get("overhead")
     if overhead:
         share = overhead["share_of_call"]
         add(f"scheduler and hook overhead ≤ {100 * TARGET_OVERHEAD_SHARE:.0f}% of a FlowTurbo call",
-            f"{100 * share:.2f}%", share <= TARGET_OVERHEAD_SHARE)
+            f"{100 * share:.2f}%", share <= TARGET_OVERHEAD_SHARE, overhead.get("share_of_call_interval"),
+            TARGET_OVERHEAD_SHARE, lambda x: f"{100 * x:.2f}%")
     compiled = summary["context"].get("compile")
     for batch_size, row in (compiled or {}).get("batches", {}).items():
         speedup = row["eager"] / row["compiled"]
         add(f"compiled ≥ {TARGET_COMPILE_SPEEDUP}x faster than eager, batch {batch_size}", f"{speedup:.2f}x",
-            speedup >= TARGET_COMPILE_SPEEDUP)
+            speedup >= TARGET_COMPILE_SPEEDUP, row.get("speedup_interval"), TARGET_COMPILE_SPEEDUP,
+            lambda x: f"{x:.2f}x")
     return rows
 
 
 def targets_markdown(rows: list[dict]) -> str:
-    lines = ["| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {row['target']} | {row['measured']} | {'yes' if row['met'] else '**no**'} |" for row in rows]
-    met = sum(row["met"] for row in rows)
-    return "\n".join(lines) + f"\n\n{met} of {len(rows)} targets met."
+    with_intervals = any(row.get("interval") for row in rows)
+    lines = ["| target | measured | 95% timing interval | met |" if with_intervals else "| target | measured | met |",
+             "|---|---|---|---|" if with_intervals else "|---|---|---|"]
+    for row in rows:
+        met = ("yes" if row["met"] else "**no**") + (" (within noise)" if row.get("within_noise") else "")
+        interval = [row.get("interval") or "—"] if with_intervals else []
+        lines.append("| " + " | ".join([row["target"], row["measured"], *interval, met]) + " |")
+    summary = f"\n\n{sum(row['met'] for row in rows)} of {len(rows)} targets met."
+    noisy = sum(bool(row.get("within_noise")) for row in rows)
+    if with_intervals:
+        summary += (f" {noisy} of the {len(rows)} are within this run's timing noise: their interval spans the target, "
+                    "so another run may call them differently." if noisy else
+                    " No verdict is within this run's timing noise: every interval lies on one side of its target.")
+    return "\n".join(lines) + summary
 
 
 def _fmt(value, spec: str = ".3g", none: str = "—") -> str:
@@ -168,6 +256,13 @@ def _percent(fraction) -> str:
     return "—" if fraction is None else f"{100 * fraction:.1f}%"
 
 
+def _saving(row: dict, name: str) -> str:
+    """A headline saving, with its timing-noise interval if the row has one."""
+    interval = row.get(f"{name}_interval")
+    text = _percent(row.get(name))
+    return text if interval is None else f"{text} ({100 * interval[0]:.1f} to {100 * interval[1]:.1f})"
+
+
 def headline_markdown(table: dict) -> str:
     lines = []
     for batch_size, rows in table.items():
@@ -178,9 +273,9 @@ def headline_markdown(table: dict) -> str:
         for row in rows:
             lines.append(
                 f"| Heun, {row['heun_steps']} steps | {row['latent_psnr_db']:.2f} dB | {_ms(row['heun_seconds'])} | "
-                f"{_ms(row['flowturbo_seconds'])} | {_percent(row['flowturbo_time_saved_vs_heun'])} | "
+                f"{_ms(row['flowturbo_seconds'])} | {_saving(row, 'flowturbo_time_saved_vs_heun')} | "
                 f"{row['fastest_other'] or '—'} ({_ms(row['fastest_other_seconds'])}) | "
-                f"{_percent(row['flowturbo_time_saved_vs_fastest_other'])} |"
+                f"{_saving(row, 'flowturbo_time_saved_vs_fastest_other')} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -204,8 +299,8 @@ def perfect_refiner_markdown(table: dict) -> list[str]:
         "|---|" + "---|" * len(levels),
     ]
     for batch_size, rows in bounded.items():
-        cells = [f"{_percent(rows[steps]['perfect_refiner_time_saved_vs_heun'])} "
-                 f"(now {_percent(rows[steps]['flowturbo_time_saved_vs_heun'])})" if steps in rows else "—"
+        cells = [f"{_saving(rows[steps], 'perfect_refiner_time_saved_vs_heun')}; "
+                 f"now {_percent(rows[steps]['flowturbo_time_saved_vs_heun'])}" if steps in rows else "—"
                  for steps in levels]
         lines.append(f"| {batch_size} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -271,6 +366,7 @@ def rewrite_outputs(output_dir: Path, docs_path: Path | None = None) -> dict:
 
 def _write_reports(summary, results, batch_sizes, output_dir: Path, grid: Path | None, docs_path: Path | None) -> dict:
     summary["headline"] = headline(results, batch_sizes)
+    add_intervals(summary["headline"], results, batch_sizes, summary["context"])
     summary = json.loads(json.dumps(summary, default=str))  # as benchmark.json holds it: rewrites render the same
     summary["targets"] = targets(summary)
     (output_dir / "benchmark.json").write_text(json.dumps(summary, indent=2))
@@ -434,6 +530,12 @@ What each figure is:
   warm-up call. Calls are interleaved: every sampler and batch size is called once per round, in a new seeded order,
   for `--repeats` rounds, so that a machine whose speed drifts slows every sampler alike. Compiled and eager calls are
   interleaved the same way (eager ones under `torch.compiler.set_stance("force_eager")`).
+- **Timing intervals**: in brackets after each saving, and in the targets table, the central 95% range of that
+  figure over 1000 bootstrap resamples of the run's timing rounds. Each resample draws `--repeats` rounds with
+  replacement, the same rounds for every sampler (they were timed together), and reads every figure off the medians
+  of the drawn rounds. It shows how far a figure moves with this run's timing noise: a verdict whose interval spans
+  its target could go the other way in another run, which more `--repeats` narrow. It does not cover a different
+  machine, or quality figures (those come from fixed seeds and do not vary between runs).
 - **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
   replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
   times, as a share of the real FlowTurbo call's median. A figure near zero, or below it, is within timing noise.

@@ -39,6 +39,9 @@ class SamplerResult:
     refiner_evaluations: int
     seconds_per_image: dict[int, float]
     latent_psnr: float
+    # Every timed call's seconds per image, by batch size, in round order (round i of every sampler is one round), so
+    # the report can tell how far the medians move with the run's timing noise (report.bootstrap_intervals).
+    round_seconds_per_image: dict[int, list[float]] = field(default_factory=dict)
     pixel_psnr: float | None = None
     fid: float | None = None
     kid: float | None = None
@@ -53,6 +56,7 @@ class SamplerResult:
         row.pop("samples")
         row["spec"] = {**asdict(self.spec), "name": self.spec.name}
         row["seconds_per_image"] = {str(k): v for k, v in self.seconds_per_image.items()}
+        row["round_seconds_per_image"] = {str(k): v for k, v in self.round_seconds_per_image.items()}
         return row
 
     @classmethod
@@ -61,6 +65,7 @@ class SamplerResult:
         row = dict(row)
         spec = row.pop("spec")
         row["seconds_per_image"] = {int(k): v for k, v in row["seconds_per_image"].items()}
+        row["round_seconds_per_image"] = {int(k): v for k, v in row.get("round_seconds_per_image", {}).items()}
         return cls(SamplerSpec(spec["family"], spec["steps"], spec["plan"]), **row)
 
 
@@ -183,12 +188,14 @@ class Benchmark:
 
     def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None,
                          repeats: int | None = None) -> dict:
-        """Median wall time per image of each setup at each batch size, after one warm-up call each.
+        """Wall time per image of each setup at each batch size in every round, after one warm-up call each:
+        ``{key: {batch_size: [seconds, ...]}}`` in round order (:func:`medians` gives the figures).
 
         ``setups`` maps a key to a function returning a context manager that yields ``(pipeline, call_kwargs)``. The
         timed calls are interleaved: ``repeats`` rounds (default: the settings'), each calling every setup once per
         batch size in a new (seeded) order. A machine whose speed drifts during the run then slows every setup alike,
-        and the ratios between setups, which the benchmark's conclusions rest on, stay fair.
+        and the ratios between setups, which the benchmark's conclusions rest on, stay fair. Keeping every round lets
+        the report resample them to show how much the figures move with the timing noise.
         """
         import random
 
@@ -199,18 +206,15 @@ class Benchmark:
         for key, batch_size in jobs:
             with setups[key]() as (pipe, call_kwargs):
                 self.generate(pipe, call_kwargs, list(range(batch_size)))
-        times = {job: [] for job in jobs}
+        times = {key: {batch_size: [] for batch_size in batch_sizes} for key in setups}
         order = random.Random(self.settings.seed)
         rounds = range(repeats or self.settings.repeats)
         for _ in tqdm(rounds, desc=desc, leave=False, disable=desc is None or not self.progress):
             order.shuffle(jobs)
             for key, batch_size in jobs:
                 with setups[key]() as (pipe, call_kwargs):
-                    times[key, batch_size].append(self.seconds_per_image(pipe, call_kwargs, batch_size))
-        medians = {key: {} for key in setups}
-        for (key, batch_size), values in times.items():
-            medians[key][batch_size] = statistics.median(values)
-        return medians
+                    times[key][batch_size].append(self.seconds_per_image(pipe, call_kwargs, batch_size))
+        return times
 
     # -- the run -------------------------------------------------------------------------------------------------
 
@@ -281,7 +285,8 @@ class Benchmark:
         setups = {result.spec: functools.partial(self.switch.use, result.spec) for result in results}
         times = self.time_interleaved(setups, desc="Timing")
         for result in results:
-            result.seconds_per_image = times[result.spec]
+            result.round_seconds_per_image = times[result.spec]
+            result.seconds_per_image = medians(times[result.spec])
 
     def overhead(self) -> dict:
         """FlowTurbo's scheduler and routing-hook cost, with the models replaced by no-ops: the extra time over
@@ -301,9 +306,9 @@ class Benchmark:
                   "no-op flowturbo": functools.partial(no_op, flowturbo),
                   "no-op euler": functools.partial(no_op, euler)}
         # The no-op calls are short and their difference small: time 4x as many rounds as the samplers.
-        rounds = 4 * self.settings.repeats
-        medians = self.time_interleaved(setups, batch_sizes=(1,), repeats=rounds)
-        times = {key: value[1] for key, value in medians.items()}
+        timed = self.time_interleaved(setups, batch_sizes=(1,), repeats=4 * self.settings.repeats)
+        rounds = {key: value[1] for key, value in timed.items()}
+        times = medians(rounds)
         extra = times["no-op flowturbo"] - times["no-op euler"]
         return {
             "plan": plan,
@@ -313,6 +318,7 @@ class Benchmark:
             "extra_seconds_over_euler": extra,
             "share_of_call": extra / times["flowturbo"],
             "extra_microseconds_per_evaluation": 1e6 * extra / evaluations,
+            "round_seconds": rounds,
         }
 
 
@@ -339,12 +345,21 @@ def compile_comparison(bench: Benchmark, plan: str, mode: str | None = None, bac
             bench.generate(pipe, kwargs, list(range(batch_size)))  # compiles for this shape
             compile_seconds[batch_size] = time.perf_counter() - start
         compiled_latents = bench.generate(pipe, kwargs, agreement_samples)
-    times = bench.time_interleaved({"eager": eager, "compiled": functools.partial(bench.switch.use, spec)},
-                                   desc="Timing compiled vs eager")
-    batches = {b: {"eager": times["eager"][b], "compiled": times["compiled"][b], "compile_seconds": compile_seconds[b]}
+    rounds = bench.time_interleaved({"eager": eager, "compiled": functools.partial(bench.switch.use, spec)},
+                                    desc="Timing compiled vs eager")
+    times = medians(rounds)
+    batches = {b: {"eager": times["eager"][b], "compiled": times["compiled"][b], "compile_seconds": compile_seconds[b],
+                   "round_seconds": {key: rounds[key][b] for key in rounds}}
                for b in bench.settings.batch_sizes}
     return {"plan": plan, "mode": mode, "backend": backend, "compiled": compiled_parts, "batches": batches,
             "agreement_psnr_db": float(psnr(compiled_latents, eager_latents).mean())}
+
+
+def medians(times: dict) -> dict:
+    """The median of each list of per-round times in ``times`` (keyed as :meth:`Benchmark.time_interleaved` keys
+    them, or one level less deep)."""
+    return {key: medians(value) if isinstance(value, dict) else statistics.median(value)
+            for key, value in times.items()}
 
 
 def flowturbo_spec(plan: str, has_refiner: bool) -> SamplerSpec:
