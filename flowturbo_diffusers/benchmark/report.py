@@ -68,8 +68,8 @@ def perfect_refiner_front(results, batch_size: int) -> list | None:
     refined = [r for r in turbo if r.spec.family == FLOWTURBO_HPR]
     if not refined or any(r.perfect_refiner_latent_psnr is None for r in refined):
         return None
-    return pareto_front([(r.seconds_per_image[batch_size],
-                          max(r.latent_psnr, r.perfect_refiner_latent_psnr or r.latent_psnr)) for r in turbo])
+    best = {id(r): max(r.latent_psnr, r.perfect_refiner_latent_psnr) for r in refined}
+    return pareto_front([(r.seconds_per_image[batch_size], best.get(id(r), r.latent_psnr)) for r in turbo])
 
 
 def headline(results, batch_sizes) -> dict:

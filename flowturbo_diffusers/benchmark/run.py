@@ -47,7 +47,8 @@ class SamplerResult:
     kid: float | None = None
     accuracy: float | None = None
     # Plans with R steps: the latent PSNR with every R step run as an exact Heun step on the base model, which is what
-    # a perfect refiner gives (method.md); at this plan's own measured time, it bounds what a better refiner can do.
+    # a perfect refiner gives (method.md). Not a bound on its own: a learned refiner can do better on a plan, so
+    # report.perfect_refiner_front takes the higher of the two, at this plan's own measured time.
     perfect_refiner_latent_psnr: float | None = None
     samples: torch.Tensor | None = field(default=None, repr=False)  # a few decoded samples for the grid
 
