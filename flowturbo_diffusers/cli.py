@@ -176,6 +176,9 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--real-samples", type=int, default=1000)
     parser.add_argument("--reference-steps", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per sampler and batch size (median)")
+    parser.add_argument("--drift-window", type=int, default=4,
+                        help="timed calls either side that measure the machine's speed drift, which is then divided "
+                        "out of each call's time; 0 keeps raw wall times (raw times are in benchmark.json either way)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="two points per sampler family (a smoke test)")
@@ -205,7 +208,7 @@ def run_bench(args) -> int:
     settings = BenchmarkSettings(
         model=args.model, refiner=args.refiner, quality_samples=args.quality_samples, real_samples=args.real_samples,
         reference_steps=args.reference_steps, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
-        seed=args.seed, quick=args.quick,
+        seed=args.seed, quick=args.quick, drift_window=args.drift_window,
     )
     mode = compile_mode(args)
     command = "flowturbo " + " ".join(args.argv)

@@ -164,6 +164,10 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
     assert len(summary["targets"]) == 2 * 2 * 1 + 1
     # Three timing rounds are kept per sampler, so every saving and verdict comes with its timing-noise interval.
     assert all(len(times) == 3 for row in summary["results"] for times in row["round_seconds_per_image"].values())
+    # With the machine's speed drift divided out of them; the raw wall times are kept beside them.
+    assert all(len(times) == 3 for row in summary["results"] for times in row["raw_round_seconds_per_image"].values())
+    assert summary["context"]["overhead"]["raw_round_seconds"].keys() == summary["context"]["overhead"][
+        "round_seconds"].keys()
     # (A saving that is not reached, as FlowTurbo's may not be on this tiny run, has no interval either.)
     for row in summary["headline"]["1"] + summary["headline"]["2"]:
         for name in ("flowturbo_time_saved_vs_heun", "perfect_refiner_time_saved_vs_heun"):
@@ -261,3 +265,62 @@ def test_num_processes_relaunches_the_same_command_under_accelerate(monkeypatch)
     assert command[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
     assert command[command.index("--num_processes") + 1] == "2"
     assert command[-len(arguments) - 2:] == ["-m", "flowturbo_diffusers.cli", *arguments]
+
+
+def interleaved_calls(typical: dict, rounds: int, speed, noise: float, seed: int = 0):
+    """Calls of every key once per round in a new random order, each taking its typical time times the machine's
+    speed factor at that moment times log-normal noise."""
+    generator = np.random.default_rng(seed)
+    keys, seconds, speeds = [], [], []
+    for _ in range(rounds):
+        for key in generator.permutation(list(typical)):
+            factor = speed(len(keys))
+            keys.append(str(key))
+            speeds.append(factor)
+            seconds.append(typical[key] * factor * float(np.exp(noise * generator.standard_normal())))
+    return keys, seconds, speeds
+
+
+def median_errors(keys, seconds, typical):
+    return {key: abs(np.median([s for k, s in zip(keys, seconds) if k == key]) / typical[key] - 1) for key in typical}
+
+
+def test_remove_drift_measures_a_drifting_machine_from_the_interleaved_calls():
+    from flowturbo_diffusers.benchmark.timing import remove_drift
+
+    typical = {f"sampler {i}": 0.05 * (1 + i) for i in range(12)}
+    # The machine slows and speeds up by up to 15% over a few dozen calls, as a shared host does.
+    keys, seconds, speeds = interleaved_calls(typical, 7, lambda i: 1 + 0.15 * np.sin(i / 6), noise=0.03)
+    corrected, factors = remove_drift(keys, seconds, window=4)
+    assert np.corrcoef(factors, speeds)[0, 1] > 0.9  # it finds the drift...
+    # ...and the medians come out as the times at the machine's median speed, much closer to them than the raw ones.
+    at_median_speed = {key: value * float(np.median(speeds)) for key, value in typical.items()}
+    raw_error, corrected_error = (median_errors(keys, times, at_median_speed) for times in (seconds, corrected))
+    assert max(corrected_error.values()) < 0.5 * max(raw_error.values())
+    assert np.mean(list(corrected_error.values())) < 0.4 * np.mean(list(raw_error.values()))
+
+
+def test_remove_drift_leaves_a_steady_machine_alone():
+    from flowturbo_diffusers.benchmark.timing import remove_drift
+
+    typical = {f"sampler {i}": 0.05 * (1 + i) for i in range(12)}
+    keys, seconds, _ = interleaved_calls(typical, 7, lambda i: 1.0, noise=0.03, seed=1)
+    corrected, factors = remove_drift(keys, seconds, window=4)
+    assert max(abs(f - 1) for f in factors) < 0.05  # no drift invented out of the noise
+    for key in typical:  # a call's own noise stays in its time: the medians barely move
+        raw = np.median([s for k, s in zip(keys, seconds) if k == key])
+        assert np.median([s for k, s in zip(keys, corrected) if k == key]) == pytest.approx(raw, rel=0.03)
+    assert remove_drift(keys, seconds, window=0) == (seconds, [1.0] * len(seconds))
+    with pytest.raises(ValueError, match="one key per call"):
+        remove_drift(keys[:-1], seconds)
+    with pytest.raises(ValueError, match="0 .no correction. or more"):
+        remove_drift(keys, seconds, window=-1)
+
+
+def test_benchmark_settings_refuse_bad_timing_options_before_any_work():
+    from flowturbo_diffusers.benchmark.run import BenchmarkSettings
+
+    with pytest.raises(ValueError, match="--repeats"):
+        BenchmarkSettings(repeats=0)
+    with pytest.raises(ValueError, match="--drift-window"):
+        BenchmarkSettings(drift_window=-1)

@@ -531,12 +531,18 @@ What each figure is:
   warm-up call. Calls are interleaved: every sampler and batch size is called once per round, in a new seeded order,
   for `--repeats` rounds, so that a machine whose speed drifts slows every sampler alike. Compiled and eager calls are
   interleaved the same way (eager ones under `torch.compiler.set_stance("force_eager")`).
+- **Drift correction**: on a shared machine the speed wanders over tens of seconds, enough to move a median by
+  several per cent in a few rounds. Because the calls are interleaved, the calls themselves measure it: the speed at
+  each call is the median, over the `--drift-window` calls before and after it (4 by default; not the call itself),
+  of how much slower than their own sampler's median those calls were. Each call's time is divided by it, so the
+  figures are wall times at the run's median speed (`drift_window` in the settings above; 0 turns this off). The raw
+  wall times are kept in `benchmark.json` (`raw_round_seconds_per_image`, `raw_round_seconds`).
 - **Timing intervals**: in brackets after each saving, and in the targets table, the central 95% range of that
-  figure over 1000 bootstrap resamples of the run's timing rounds. Each resample draws `--repeats` rounds with
-  replacement, the same rounds for every sampler (they were timed together), and reads every figure off the medians
-  of the drawn rounds. It shows how far a figure moves with this run's timing noise: a verdict whose interval spans
-  its target could go the other way in another run, which more `--repeats` narrow. It does not cover a different
-  machine, or quality figures (those come from fixed seeds and do not vary between runs).
+  figure over 1000 bootstrap resamples of the run's (drift-corrected) timing rounds. Each resample draws `--repeats`
+  rounds with replacement, the same rounds for every sampler (they were timed together), and reads every figure off
+  the medians of the drawn rounds. It shows how far a figure moves with this run's timing noise: a verdict whose
+  interval spans its target could go the other way in another run, which more `--repeats` narrow. It does not cover a
+  different machine, or quality figures (those come from fixed seeds and do not vary between runs).
 - **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
   replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
   times, as a share of the real FlowTurbo call's median. A figure near zero, or below it, is within timing noise.

@@ -29,7 +29,17 @@ class BenchmarkSettings:
     seed: int = 0
     quick: bool = False
     overhead_plan: str = "H1P5"
+    drift_window: int = 4  # calls either side that measure the machine's speed drift (timing.remove_drift); 0: off
     call_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Checked here, not when the timing starts: that is after the quality runs, tens of minutes in.
+        if self.repeats < 1:
+            raise ValueError(f"repeats (--repeats) must be at least 1, got {self.repeats}; 5 or more give medians "
+                             "and 3 or more give timing intervals.")
+        if self.drift_window < 0:
+            raise ValueError(f"drift_window (--drift-window) must be 0 (keep raw wall times) or more, got "
+                             f"{self.drift_window}.")
 
 
 @dataclass
@@ -42,6 +52,8 @@ class SamplerResult:
     # Every timed call's seconds per image, by batch size, in round order (round i of every sampler is one round), so
     # the report can tell how far the medians move with the run's timing noise (report.bootstrap_intervals).
     round_seconds_per_image: dict[int, list[float]] = field(default_factory=dict)
+    # The same calls' wall times before the machine's speed drift was divided out (timing.remove_drift).
+    raw_round_seconds_per_image: dict[int, list[float]] = field(default_factory=dict)
     pixel_psnr: float | None = None
     fid: float | None = None
     kid: float | None = None
@@ -57,7 +69,8 @@ class SamplerResult:
         row.pop("samples")
         row["spec"] = {**asdict(self.spec), "name": self.spec.name}
         row["seconds_per_image"] = {str(k): v for k, v in self.seconds_per_image.items()}
-        row["round_seconds_per_image"] = {str(k): v for k, v in self.round_seconds_per_image.items()}
+        for name in ("round_seconds_per_image", "raw_round_seconds_per_image"):
+            row[name] = {str(k): v for k, v in getattr(self, name).items()}
         return row
 
     @classmethod
@@ -66,7 +79,8 @@ class SamplerResult:
         row = dict(row)
         spec = row.pop("spec")
         row["seconds_per_image"] = {int(k): v for k, v in row["seconds_per_image"].items()}
-        row["round_seconds_per_image"] = {int(k): v for k, v in row.get("round_seconds_per_image", {}).items()}
+        for name in ("round_seconds_per_image", "raw_round_seconds_per_image"):
+            row[name] = {int(k): v for k, v in row.get(name, {}).items()}
         return cls(SamplerSpec(spec["family"], spec["steps"], spec["plan"]), **row)
 
 
@@ -188,34 +202,45 @@ class Benchmark:
         return (time.perf_counter() - start) / batch_size
 
     def time_interleaved(self, setups: dict, batch_sizes=None, desc: str | None = None,
-                         repeats: int | None = None) -> dict:
-        """Wall time per image of each setup at each batch size in every round, after one warm-up call each:
-        ``{key: {batch_size: [seconds, ...]}}`` in round order (:func:`medians` gives the figures).
+                         repeats: int | None = None) -> tuple[dict, dict]:
+        """Wall time per image of each setup at each batch size in every round, after one warm-up call each, as
+        ``(times, raw_times)``, both ``{key: {batch_size: [seconds, ...]}}`` in round order (:func:`medians` gives the
+        figures): ``times`` with the machine's speed drift divided out, ``raw_times`` as measured.
 
         ``setups`` maps a key to a function returning a context manager that yields ``(pipeline, call_kwargs)``. The
         timed calls are interleaved: ``repeats`` rounds (default: the settings'), each calling every setup once per
-        batch size in a new (seeded) order. A machine whose speed drifts during the run then slows every setup alike,
-        and the ratios between setups, which the benchmark's conclusions rest on, stay fair. Keeping every round lets
-        the report resample them to show how much the figures move with the timing noise.
+        batch size in a new (seeded) order. A machine whose speed drifts during the run then slows every setup alike
+        on average, and the ratios between setups, which the benchmark's conclusions rest on, stay fair; the drift
+        left in each median is then measured from neighbouring calls and divided out
+        (:func:`~flowturbo_diffusers.benchmark.timing.remove_drift`, ``settings.drift_window`` calls either side).
+        Keeping every round lets the report resample them to show how much the figures move with the timing noise.
         """
         import random
 
         from tqdm.auto import tqdm
+
+        from .timing import remove_drift
 
         batch_sizes = tuple(batch_sizes or self.settings.batch_sizes)
         jobs = [(key, batch_size) for key in setups for batch_size in batch_sizes]
         for key, batch_size in jobs:
             with setups[key]() as (pipe, call_kwargs):
                 self.generate(pipe, call_kwargs, list(range(batch_size)))
-        times = {key: {batch_size: [] for batch_size in batch_sizes} for key in setups}
+        calls, seconds = [], []
         order = random.Random(self.settings.seed)
         rounds = range(repeats or self.settings.repeats)
         for _ in tqdm(rounds, desc=desc, leave=False, disable=desc is None or not self.progress):
             order.shuffle(jobs)
             for key, batch_size in jobs:
                 with setups[key]() as (pipe, call_kwargs):
-                    times[key][batch_size].append(self.seconds_per_image(pipe, call_kwargs, batch_size))
-        return times
+                    seconds.append(self.seconds_per_image(pipe, call_kwargs, batch_size))
+                calls.append((key, batch_size))
+        corrected, _ = remove_drift(calls, seconds, self.settings.drift_window)
+        times, raw_times = ({key: {batch_size: [] for batch_size in batch_sizes} for key in setups} for _ in range(2))
+        for (key, batch_size), value, raw in zip(calls, corrected, seconds):
+            times[key][batch_size].append(value)
+            raw_times[key][batch_size].append(raw)
+        return times, raw_times
 
     # -- the run -------------------------------------------------------------------------------------------------
 
@@ -284,9 +309,10 @@ class Benchmark:
     def time_samplers(self, results: list[SamplerResult]) -> None:
         """Fill in every result's time per image, all samplers timed interleaved (see :meth:`time_interleaved`)."""
         setups = {result.spec: functools.partial(self.switch.use, result.spec) for result in results}
-        times = self.time_interleaved(setups, desc="Timing")
+        times, raw_times = self.time_interleaved(setups, desc="Timing")
         for result in results:
             result.round_seconds_per_image = times[result.spec]
+            result.raw_round_seconds_per_image = raw_times[result.spec]
             result.seconds_per_image = medians(times[result.spec])
 
     def overhead(self) -> dict:
@@ -307,7 +333,7 @@ class Benchmark:
                   "no-op flowturbo": functools.partial(no_op, flowturbo),
                   "no-op euler": functools.partial(no_op, euler)}
         # The no-op calls are short and their difference small: time 4x as many rounds as the samplers.
-        timed = self.time_interleaved(setups, batch_sizes=(1,), repeats=4 * self.settings.repeats)
+        timed, raw_timed = self.time_interleaved(setups, batch_sizes=(1,), repeats=4 * self.settings.repeats)
         rounds = {key: value[1] for key, value in timed.items()}
         times = medians(rounds)
         extra = times["no-op flowturbo"] - times["no-op euler"]
@@ -320,6 +346,7 @@ class Benchmark:
             "share_of_call": extra / times["flowturbo"],
             "extra_microseconds_per_evaluation": 1e6 * extra / evaluations,
             "round_seconds": rounds,
+            "raw_round_seconds": {key: value[1] for key, value in raw_timed.items()},
         }
 
 
@@ -346,11 +373,12 @@ def compile_comparison(bench: Benchmark, plan: str, mode: str | None = None, bac
             bench.generate(pipe, kwargs, list(range(batch_size)))  # compiles for this shape
             compile_seconds[batch_size] = time.perf_counter() - start
         compiled_latents = bench.generate(pipe, kwargs, agreement_samples)
-    rounds = bench.time_interleaved({"eager": eager, "compiled": functools.partial(bench.switch.use, spec)},
-                                    desc="Timing compiled vs eager")
+    rounds, raw_rounds = bench.time_interleaved(
+        {"eager": eager, "compiled": functools.partial(bench.switch.use, spec)}, desc="Timing compiled vs eager")
     times = medians(rounds)
     batches = {b: {"eager": times["eager"][b], "compiled": times["compiled"][b], "compile_seconds": compile_seconds[b],
-                   "round_seconds": {key: rounds[key][b] for key in rounds}}
+                   "round_seconds": {key: rounds[key][b] for key in rounds},
+                   "raw_round_seconds": {key: raw_rounds[key][b] for key in raw_rounds}}
                for b in bench.settings.batch_sizes}
     return {"plan": plan, "mode": mode, "backend": backend, "compiled": compiled_parts, "batches": batches,
             "agreement_psnr_db": float(psnr(compiled_latents, eager_latents).mean())}
