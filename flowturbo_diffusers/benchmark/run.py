@@ -35,8 +35,8 @@ class BenchmarkSettings:
     def __post_init__(self):
         # Checked here, not when the timing starts: that is after the quality runs, tens of minutes in.
         if self.repeats < 1:
-            raise ValueError(f"repeats (--repeats) must be at least 1, got {self.repeats}; 5 or more give medians "
-                             "and 3 or more give timing intervals.")
+            raise ValueError(f"repeats (--repeats), the timed calls per sampler and batch size, must be at least 1, "
+                             f"got {self.repeats}; 3 or more also give timing intervals.")
         if self.drift_window < 0:
             raise ValueError(f"drift_window (--drift-window) must be 0 (keep raw wall times) or more, got "
                              f"{self.drift_window}.")
