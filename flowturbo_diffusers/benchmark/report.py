@@ -542,7 +542,8 @@ What each figure is:
   rounds with replacement, the same rounds for every sampler (they were timed together), and reads every figure off
   the medians of the drawn rounds. It shows how far a figure moves with this run's timing noise: a verdict whose
   interval spans its target could go the other way in another run, which more `--repeats` narrow. It does not cover a
-  different machine, or quality figures (those come from fixed seeds and do not vary between runs).
+  different machine, the uncertainty of the drift estimate itself (held fixed while resampling), or quality figures
+  (those come from fixed seeds and do not vary between runs).
 - **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
   replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
   times, as a share of the real FlowTurbo call's median. A figure near zero, or below it, is within timing noise.

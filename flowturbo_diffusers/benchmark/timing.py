@@ -3,7 +3,8 @@
 On a shared machine (a cloud VM, a CI runner) the speed of the whole machine wanders over seconds to minutes, so
 consecutive calls are slow or fast together. Interleaving the samplers in a new random order every round already
 makes the drift hit every sampler alike on average, but with a few rounds it still moves each sampler's median by
-several per cent, enough to reorder two plans that differ by one model call. Because the calls are interleaved,
+several per cent (in an 11-round run of the bundled benchmark, enough to time a plan slower than one with two more
+model calls). Because the calls are interleaved,
 the drift can be measured from the calls themselves: a call's neighbours in time, each compared with its own
 sampler's typical time, show how fast the machine was just then.
 """
@@ -47,5 +48,4 @@ def remove_drift(keys: list, seconds: list[float], window: int = 4) -> tuple[lis
         slower = log_seconds - typical[key_of_call]
         drift = np.asarray([np.median(slower[near]) for near in neighbours])
         drift -= np.median(drift)
-    factors = np.exp(drift)
-    return (np.exp(log_seconds - drift)).tolist(), factors.tolist()
+    return np.exp(log_seconds - drift).tolist(), np.exp(drift).tolist()
