@@ -2,9 +2,12 @@
 
 For each refiner folder, every plan samples the benchmark's prompts and noise seeds, and its final latents are
 compared with a many-step Heun solve from the same noise (latent PSNR, as in ``flowturbo bench``). With ``--oracle``
-it also runs the plans with the R steps as Heun steps on the base model: what a perfect refiner would give.
+it also runs the plans with the R steps as Heun steps on the base model: what a perfect refiner would give. With
+``--offset-scales`` each refiner also runs with its offsets scaled by each value given, in place of its own
+``offset_scale`` (docs/refiner.md, "Offset scale").
 
     python examples/compare_refiners.py flowturbo_diffusers/bundled_model/refiner my-refiner/refiner --oracle
+    python examples/compare_refiners.py flowturbo_diffusers/bundled_model/refiner --offset-scales 1 0.5 --oracle
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--reference-steps", type=int, default=64)
     parser.add_argument("--oracle", action="store_true", help="also run each plan with its R steps as Heun steps")
+    parser.add_argument("--offset-scales", type=float, nargs="+", default=[], metavar="SCALE",
+                        help="also run each refiner with its offsets scaled by each of these")
     args = parser.parse_args(argv)
 
     bench = Benchmark(BenchmarkSettings(quality_samples=args.samples, reference_steps=args.reference_steps),
@@ -44,8 +49,13 @@ def main(argv=None):
     if args.oracle:
         rows["R steps as Heun steps (oracle)"] = {s.plan: fidelity(bench.perfect_refiner_latents(s)) for s in specs}
     for folder in args.refiners:
-        bench.switch.turbo.load_refiner(folder)
-        rows[folder] = {spec.plan: with_refiner(spec) for spec in specs}
+        refiner = bench.switch.turbo.load_refiner(folder)
+        own = refiner.config.offset_scale
+        rows[f"{folder} (its offset scale, {own:g})"] = {spec.plan: with_refiner(spec) for spec in specs}
+        for scale in args.offset_scales:
+            refiner.register_to_config(offset_scale=scale)
+            rows[f"{folder}, offset scale {scale:g}"] = {spec.plan: with_refiner(spec) for spec in specs}
+        refiner.register_to_config(offset_scale=own)
     print("\nlatent PSNR (dB) against the reference, per plan:\n")
     print("| refiner | " + " | ".join(spec.plan for spec in specs) + " |")
     print("|---|" + "---|" * len(specs))

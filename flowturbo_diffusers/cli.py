@@ -1,4 +1,4 @@
-"""The ``flowturbo`` command: ``generate`` (the main job), ``train-refiner`` and ``bench``."""
+"""The ``flowturbo`` command: ``generate`` (the main job), ``train-refiner``, ``calibrate-refiner`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -109,6 +109,10 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--hidden-size", type=int, help="refiner width (default: derived from the base model)")
     parser.add_argument("--eval-plan", default="H1P5R3", help="plan for the quality figures in the model card")
+    parser.add_argument("--calibration-plans", nargs="+", metavar="PLAN",
+                        help="plans with R steps to choose the refiner's offset scale on (default: the eval plan)")
+    parser.add_argument("--calibration-samples", type=int, default=8,
+                        help="held-out samples for that choice; 0 keeps the offset as trained (scale 1)")
     parser.add_argument("--tensorboard", action="store_true", help="also log to tensorboard (needs tensorboard)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
     parser.add_argument("--overwrite", action="store_true", help="start again in an existing OUTPUT_DIR")
@@ -147,6 +151,8 @@ def run_train(args) -> int:
         call_kwargs=call_kwargs,
         refiner_kwargs={"hidden_size": args.hidden_size} if args.hidden_size else {},
         eval_plan=args.eval_plan or None,
+        calibration_plans=tuple(args.calibration_plans) if args.calibration_plans else None,
+        calibration_samples=args.calibration_samples,
         report_to_tensorboard=args.tensorboard,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -156,8 +162,80 @@ def run_train(args) -> int:
     result = train_refiner(model, prompt_file=args.prompts, class_labels=labels, images=args.images, config=config)
     print(f"Final loss {result.final_loss:.4g}; refiner written to {result.output_dir}")
     if result.metrics:
-        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items()))
+        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items()
+                        if k != "calibration"))
     return 0
+
+
+def add_calibrate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate-refiner",
+        help="choose a trained refiner's offset scale against a many-step Heun solve, and save the refiner",
+        description="Run the given FlowTurbo plans with the refiner's offset scaled by each candidate, keep the "
+        "scale whose final latents come closest to a many-step Heun solve from the same noise (mean log relative "
+        "error), and save the refiner with it in its config. `flowturbo train-refiner` does this itself; this "
+        "command calibrates refiners trained before, or for other plans. See docs/refiner.md.",
+    )
+    parser.add_argument("--model", help="diffusers pipeline: local folder or Hub id (default: the bundled model)")
+    parser.add_argument("--refiner", required=True, help="refiner folder or Hub id")
+    parser.add_argument("--output-dir", required=True, help="folder to save the calibrated refiner to")
+    parser.add_argument("--plans", nargs="+", default=["H1P5R3"], metavar="PLAN", help="plans with R steps")
+    parser.add_argument("--prompts", help="text file with one prompt per line (default: the bundled model's "
+                        "prompts, or a few generic ones)")
+    parser.add_argument("--samples", type=int, default=16, help="prompts x seeds to calibrate on")
+    parser.add_argument("--scales", type=float, nargs="+", metavar="SCALE",
+                        help="candidate scales (default 0.2 to 1 in steps of 0.1)")
+    parser.add_argument("--reference-steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=20_000, help="first noise seed")
+    parser.add_argument("--guidance-scale", type=float)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.set_defaults(run=run_calibrate)
+
+
+def run_calibrate(args) -> int:
+    from .refiner import VelocityRefiner
+    from .training.evaluation import DEFAULT_OFFSET_SCALES, calibrate_offset_scale, check_calibration_plans
+
+    check_calibration_plans(args.plans)
+    if args.samples < 1:
+        raise SystemExit(f"--samples must be at least 1, got {args.samples}.")
+    pipe, call_kwargs, prompts = _pipeline_and_prompts(args)
+    refiner = VelocityRefiner.from_pretrained(args.refiner)
+    refiner.check_compatible(pipe.transformer)
+    chosen = [prompts[i % len(prompts)] for i in range(args.samples)]
+    figures = calibrate_offset_scale(pipe, refiner, args.plans, chosen, [args.seed + i for i in range(args.samples)],
+                                     call_kwargs, args.reference_steps, tuple(args.scales or DEFAULT_OFFSET_SCALES))
+    for scale, row in figures["errors"].items():
+        errors = ", ".join(f"{plan} {error:.4f}" for plan, error in row.items())
+        chosen = "  <- chosen" if scale == figures["offset_scale"] else ""
+        print(f"offset scale {scale:g}: relative error {errors}{chosen}")
+    refiner.save_pretrained(args.output_dir)
+    print(f"Saved the refiner with offset_scale {figures['offset_scale']:g} to {args.output_dir}")
+    return 0
+
+
+def _pipeline_and_prompts(args):
+    """The pipeline (``--model`` or the bundled one), its call arguments and the prompts to use."""
+    from .training import read_prompts
+
+    call_kwargs = {key: getattr(args, key) for key in ("guidance_scale", "height", "width") if getattr(args, key)}
+    if args.model is None:
+        from . import digits
+        from .bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
+
+        pipe = load_bundled_pipeline()
+        call_kwargs = {**{k: v for k, v in BUNDLED_CALL_DEFAULTS.items() if k != "num_inference_steps"}, **call_kwargs}
+        prompts = digits.all_prompts()
+    else:
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(args.model)
+        prompts = ["a photo of a cat", "a red car in the rain", "a bowl of fruit", "a mountain lake at dawn"]
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, call_kwargs, prompts
 
 
 def add_bench_parser(subparsers) -> None:
@@ -253,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(title="commands")
     add_generate_parser(subparsers)
     add_train_parser(subparsers)
+    add_calibrate_parser(subparsers)
     add_bench_parser(subparsers)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -116,6 +116,9 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         base_model (`str`, *optional*): Name or Hub id of the model this refiner was made for.
         base_fingerprint (`dict`, *optional*): The base transformer's fingerprint; checked before sampling.
         recommended_plans (`list[str]`): Plans to offer users, best first.
+        offset_scale (`float`): Multiplies the predicted offset in R steps (:meth:`refine`). 1 applies it as trained;
+            :func:`~flowturbo_diffusers.training.calibrate_offset_scale` chooses a value against a reference solve
+            (a learned offset fed its own velocities can over-correct; see docs/refiner.md).
         training_info (`dict`, *optional*): How the refiner was trained and what it measured (for the model card).
     """
 
@@ -140,8 +143,12 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         base_fingerprint: dict | None = None,
         recommended_plans: list[str] | tuple[str, ...] = ("H1P5R3", "H1P*R3"),
         training_info: dict | None = None,
+        offset_scale: float = 1.0,
     ):
         super().__init__()
+        if not (math.isfinite(offset_scale) and 0 <= offset_scale <= 2):
+            raise ValueError(f"offset_scale must be between 0 (no refinement) and 2, got {offset_scale}; 1 applies the "
+                             "offset as trained.")
         if layout not in (IMAGE, SEQUENCE, VIDEO):
             raise ValueError(f"layout must be 'image', 'sequence' or 'video', got {layout!r}.")
         if hidden_size % num_attention_heads:
@@ -233,10 +240,11 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         return tokens.permute(*order).reshape(shape)
 
     def refine(self, call: TransformerCall, velocity: torch.Tensor) -> torch.Tensor:
-        """The refined velocity ``velocity + refiner(...)`` for one routed transformer call (method.md, R step)."""
-        return velocity + self(
-            call.sample, velocity, call.sigma, call.pooled, call.context, call.guidance, call.positions
-        ).to(velocity.dtype)
+        """The refined velocity ``velocity + offset_scale * refiner(...)`` for one routed transformer call (method.md,
+        R step)."""
+        offset = self(call.sample, velocity, call.sigma, call.pooled, call.context, call.guidance, call.positions)
+        scale = self.config.offset_scale
+        return velocity + (offset if scale == 1 else scale * offset).to(velocity.dtype)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sizing and compatibility

@@ -28,3 +28,31 @@ def test_generate_with_compile(tmp_path, capsys):
     assert cli.main(["generate", "--plan", "H1P3", "--baseline-steps", "4", "--prompt", "a red 7", "--compile",
                      "--output", str(tmp_path / "grid.png")]) == 0
     assert "FlowTurbo H1P3 compiled" in capsys.readouterr().out
+
+
+def test_calibrate_refiner_saves_the_scale_closest_to_the_reference(tmp_path, capsys):
+    import torch
+
+    from flowturbo_diffusers import VelocityRefiner
+    from flowturbo_diffusers.tiny_pipelines import tiny_sd3_pipeline
+
+    pipe = tiny_sd3_pipeline()
+    pipe.save_pretrained(tmp_path / "model")
+    refiner = VelocityRefiner.for_transformer(pipe.transformer)
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.5)  # offsets of pure noise: any scale above 0 hurts
+    refiner.save_pretrained(tmp_path / "refiner")
+    assert cli.main(["calibrate-refiner", "--model", str(tmp_path / "model"), "--refiner", str(tmp_path / "refiner"),
+                     "--output-dir", str(tmp_path / "calibrated"), "--plans", "H1P2R2", "H1P1R3", "--samples", "2",
+                     "--scales", "0", "0.5", "1", "--reference-steps", "20", "--height", "32", "--width", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "offset scale 0: relative error H1P2R2" in printed and "<- chosen" in printed
+    assert VelocityRefiner.from_pretrained(tmp_path / "calibrated").config.offset_scale == 0.0
+    assert VelocityRefiner.from_pretrained(tmp_path / "refiner").config.offset_scale == 1.0  # the input is kept
+
+
+def test_calibrate_refiner_refuses_a_plan_without_R_steps(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="cannot calibrate"):
+        cli.main(["calibrate-refiner", "--refiner", str(tmp_path), "--output-dir", str(tmp_path / "out"),
+                  "--plans", "H1P5"])

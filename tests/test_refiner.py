@@ -1,6 +1,7 @@
 """VelocityRefiner as a model: layouts, zero initialisation, sizing, safetensors-only loading, model card."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -186,3 +187,41 @@ def test_a_missing_folder_is_a_clear_error(tmp_path):
 def test_pickle_saving_is_refused(sd3_pipe, tmp_path):
     with pytest.raises(ValueError, match="safetensors only"):
         VelocityRefiner.for_transformer(sd3_pipe.transformer).save_pretrained(tmp_path, safe_serialization=False)
+
+
+def _call(sample, pooled):
+    """The parts of a routed transformer call that ``refine`` reads."""
+    return SimpleNamespace(sample=sample, sigma=torch.full((sample.shape[0],), 0.3), pooled=pooled, context=None,
+                           guidance=None, positions=None)
+
+
+def test_offset_scale_multiplies_the_refined_offset(saved_refiner):
+    refiner, _ = saved_refiner
+    generator = torch.Generator().manual_seed(0)
+    channels = refiner.config.in_channels
+    sample, velocity = (torch.randn(2, channels, 8, 8, generator=generator) for _ in range(2))
+    call = _call(sample, torch.randn(2, refiner.config.pooled_dim, generator=generator))
+    with torch.no_grad():
+        offset = refiner.refine(call, velocity) - velocity
+        assert offset.abs().mean() > 1e-3  # a refiner that moves the velocity, so the scale shows
+        refiner.register_to_config(offset_scale=0.6)
+        torch.testing.assert_close(refiner.refine(call, velocity), velocity + 0.6 * offset)
+        refiner.register_to_config(offset_scale=0.0)
+        torch.testing.assert_close(refiner.refine(call, velocity), velocity)
+
+
+def test_offset_scale_is_saved_and_older_configs_load_with_scale_one(saved_refiner, tmp_path):
+    refiner, folder = saved_refiner
+    refiner.register_to_config(offset_scale=0.7)
+    refiner.save_pretrained(tmp_path / "scaled")
+    assert VelocityRefiner.from_pretrained(tmp_path / "scaled").config.offset_scale == 0.7
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("offset_scale", None)  # a refiner saved before the scale existed
+    (folder / "config.json").write_text(json.dumps(config))
+    assert VelocityRefiner.from_pretrained(folder).config.offset_scale == 1.0
+
+
+@pytest.mark.parametrize("scale", [-0.5, 2.5, float("nan")])
+def test_an_offset_scale_out_of_range_is_refused(sd3_pipe, scale):
+    with pytest.raises(ValueError, match="offset_scale must be between 0"):
+        VelocityRefiner.for_transformer(sd3_pipe.transformer, offset_scale=scale)

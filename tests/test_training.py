@@ -269,3 +269,57 @@ def test_the_learning_rate_follows_the_schedule(tmp_path, sd3_pipe, monkeypatch)
           lr_warmup_steps=2)
     expected = [0.0, 5e-4, 1e-3, 7.5e-4, 5e-4, 2.5e-4]  # warm-up over 2 steps, then linear decay to 0 at step 6
     assert rates == pytest.approx(expected)
+
+
+class DoubledOracleRefiner(VelocityRefiner):
+    """Its offset is twice the exact one (base velocity minus the given one): at offset scale 0.5, R steps are exact
+    Heun steps."""
+
+    def refine(self, call, velocity):
+        self._call = call
+        return super().refine(call, velocity)
+
+    def forward(self, sample, velocity, *args):
+        return 2 * (self._call.evaluate_base() - velocity)
+
+
+def test_calibration_chooses_the_offset_scale_closest_to_the_reference(sd3_pipe):
+    from flowturbo_diffusers.training import calibrate_offset_scale
+    from flowturbo_diffusers.training.evaluation import refiner_errors
+
+    refiner = DoubledOracleRefiner(**VelocityRefiner.config_for_transformer(sd3_pipe.transformer))
+    figures = calibrate_offset_scale(sd3_pipe, refiner, ["H1P3R2", "H1P2R3"], PROMPTS[:4], [5, 6, 7, 8],
+                                     CALL_KWARGS["sd3"], reference_steps=40, scales=(0.25, 0.5, 1.0), progress=False)
+    assert figures["offset_scale"] == 0.5 and refiner.config.offset_scale == 0.5
+    errors = figures["errors"]
+    assert errors[0.5]["H1P3R2"] < errors[0.25]["H1P3R2"] and errors[0.5]["H1P3R2"] < errors[1.0]["H1P3R2"]
+    # At the chosen scale the R steps are exact Heun steps, and evaluation reports the unscaled error beside it.
+    metrics = refiner_errors(sd3_pipe, refiner, "H1P3R2", PROMPTS[:4], [5, 6, 7, 8], CALL_KWARGS["sd3"], 40)
+    assert metrics["error_trained_refiner"] == pytest.approx(metrics["error_heun_instead_of_R"], rel=1e-4)
+    assert metrics["error_trained_refiner_unscaled"] > 1.5 * metrics["error_trained_refiner"]
+
+
+def test_training_calibrates_the_offset_scale_and_saves_it(tmp_path, sd3_pipe):
+    result = train(sd3_pipe, tmp_path, steps=10, batch_size=4, eval_plan="H1P2R2", eval_samples=2,
+                   calibration_plans=("H1P2R2", "H1P3R3"), calibration_samples=2)
+    metrics = result.metrics
+    calibration = metrics["calibration"]
+    assert calibration["plans"] == ["H1P2R2", "H1P3R3"] and calibration["samples"] == 2
+    chosen = min(calibration["relative_error_by_scale"], key=calibration["relative_error_by_scale"].get)
+    assert metrics["offset_scale"] == chosen
+    saved = VelocityRefiner.from_pretrained(tmp_path / "refiner")
+    assert saved.config.offset_scale == metrics["offset_scale"]
+    assert "- **offset scale**:" in (tmp_path / "refiner" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(calibration_plans=("H1P*R3",)), "cannot calibrate the refiner's offset scale"),
+        (dict(calibration_plans=("H1P5",)), "cannot calibrate the refiner's offset scale"),
+        (dict(calibration_samples=-1), "calibration_samples must be 0"),
+    ],
+)
+def test_bad_calibration_settings_are_refused_before_any_work(tmp_path, sd3_pipe, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train(sd3_pipe, tmp_path, steps=10, **settings)

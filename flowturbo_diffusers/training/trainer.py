@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +61,10 @@ class RefinerTrainingConfig:
     base_model: str | None = None
     eval_plan: str | None = "H1P5R3"
     eval_samples: int = 4
+    # The refiner's offset scale is chosen on these plans (None: the eval plan, if any) against a Heun solve, on
+    # held-out prompts and seeds (evaluation.calibrate_offset_scale); 0 samples keeps the offset as trained (scale 1).
+    calibration_plans: tuple[str, ...] | None = None
+    calibration_samples: int = 8
     report_to_tensorboard: bool = False
     overwrite: bool = False
     resume: bool = False
@@ -92,6 +98,12 @@ def validate(config: RefinerTrainingConfig, prompts: list) -> None:
         raise ValueError(f"The sigma range must satisfy 0 <= min < max <= 1, got {config.sigma_range}.")
     if not prompts:
         raise ValueError("No prompts to record teacher trajectories from: pass a non-empty prompt file or class labels.")
+    if config.calibration_samples < 0:
+        raise ValueError(f"calibration_samples must be 0 (no calibration) or more, got {config.calibration_samples}.")
+    if calibration_plans(config):
+        from .evaluation import check_calibration_plans
+
+        check_calibration_plans(calibration_plans(config))
     if config.steps <= 0 or config.batch_size <= 0:
         raise ValueError(f"steps and batch_size must be positive, got {config.steps} and {config.batch_size}.")
     schedules = _lr_schedules()
@@ -105,6 +117,26 @@ def validate(config: RefinerTrainingConfig, prompts: list) -> None:
             f"The output directory {output} already exists and is not empty. Pass overwrite=True (--overwrite) to "
             "start again there, resume=True (--resume) to continue its training, or choose another directory."
         )
+
+
+def calibration_plans(config: RefinerTrainingConfig) -> list[str]:
+    """The plans the offset scale is calibrated on: ``calibration_plans``, else the eval plan; none (no calibration)
+    with ``calibration_samples=0`` or neither."""
+    if not config.calibration_samples:
+        return []
+    return list(config.calibration_plans or ([config.eval_plan] if config.eval_plan else []))
+
+
+def calibration_summary(calibration: dict) -> dict:
+    """What the refiner's card records of a calibration: its plans, samples, reference, and the relative error at
+    each scale as the geometric mean over the plans (the figure the scale is chosen by)."""
+    return {
+        "plans": calibration["plans"],
+        "samples": calibration["samples"],
+        "reference": calibration["reference"],
+        "relative_error_by_scale": {scale: round(math.exp(statistics.fmean(map(math.log, row.values()))), 6)
+                                    for scale, row in calibration["errors"].items()},
+    }
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
@@ -322,12 +354,23 @@ def train_refiner(
     checksums = accelerator.gather(checksum.to(accelerator.device)).tolist()
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
+        if calibration_plans(config):
+            from .evaluation import calibrate_offset_scale
+
+            # Prompts from the end of the list and their own seeds: apart from the evaluation's below.
+            count = config.calibration_samples
+            calibration_prompts = [prompts[-1 - i % len(prompts)] for i in range(count)]
+            seeds = [20_000 + config.seed + i for i in range(count)]
+            calibration = calibrate_offset_scale(pipe, trained, calibration_plans(config), calibration_prompts, seeds,
+                                                 config.call_kwargs, progress=show)
+            metrics["offset_scale"] = calibration["offset_scale"]
+            metrics["calibration"] = calibration_summary(calibration)
         if config.eval_plan:
             from .evaluation import refiner_errors
 
             held_out = [prompts[i % len(prompts)] for i in range(config.eval_samples)]
             seeds = [10_000 + config.seed + i for i in range(config.eval_samples)]
-            metrics = refiner_errors(pipe, trained, config.eval_plan, held_out, seeds, config.call_kwargs)
+            metrics.update(refiner_errors(pipe, trained, config.eval_plan, held_out, seeds, config.call_kwargs))
         info = _training_info(config, base_model, prompts, last_loss, metrics, pipe, from_images=pairs is not None)
         trained.register_to_config(training_info=info)
         trained.save_pretrained(output / REFINER_FOLDER)
