@@ -5,10 +5,12 @@
    and for candidate FlowTurbo plans with the refiner, on the same 200 prompts and seeds as the model card's figure;
 3. the default plan is the cheapest candidate within 1 point of 50-step Euler (the target is 2 points; the margin
    keeps the default off the edge of that target);
+   (the refiner's offset scale is calibrated on the candidate plans first, on held-out prompts and seeds);
 4. the refiner (its card holding the figures) goes to ``bundled_model/refiner``, and the figures to
    ``bundled_model/flowturbo.json`` and the bundled model card.
 
-    python examples/train_bundled_refiner.py            # about 5 minutes on 2 CPU cores
+    python examples/train_bundled_refiner.py                   # about 20 minutes on 2 CPU cores
+    python examples/train_bundled_refiner.py --calibrate-only  # keep the weights: calibrate and score again (3 min)
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pathlib import Path
 
 from flowturbo_diffusers import FlowTurboPipeline, Plan, bundled, digits
 from flowturbo_diffusers.training import train_refiner
+from flowturbo_diffusers.training.trainer import calibration_summary
 
+EVAL_PLAN, EVAL_SAMPLES = "H1P5R3", 16
 CANDIDATE_PLANS = ["H1P1R2", "H1P2R2", "H1P2R3", "H1P3R3", "H1P4R3", "H1P5R3", "H2P6R3", "H3P8R4"]
 CARD_MARKER = "## FlowTurbo refiner"
 SELECTION_MARGIN = 0.01  # the default plan: the cheapest within this much digit accuracy of Euler
@@ -37,6 +41,10 @@ def main(argv=None):
     parser.add_argument("--sigma-range", type=float, nargs=2, default=(0.0, 0.6))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-per-digit", type=int, default=20)
+    parser.add_argument("--calibration-samples", type=int, default=32)
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="keep the bundled refiner's weights and training record; calibrate its offset scale again "
+                        "and score the plans again")
     parser.add_argument("--work-dir", type=Path, default=None, help="checkpoints and logs (default: a temp folder)")
     args = parser.parse_args(argv)
 
@@ -46,30 +54,34 @@ def main(argv=None):
     pipe = bundled.load_bundled_pipeline()
     pipe.set_progress_bar_config(disable=True)
     classifier = bundled.load_bundled_classifier()
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bundled-refiner-"))
-
-    started = time.perf_counter()
-    result = train_refiner(
-        pipe,
-        prompts=digits.all_prompts(),
-        output_dir=str(work),
-        overwrite=True,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        sigma_range=tuple(args.sigma_range),
-        seed=args.seed,
-        record_steps=28,
-        record_batch_size=56,
-        call_kwargs=call,
-        eval_plan="H1P5R3",
-        eval_samples=16,
-        checkpoint_every=1000,
-        base_model="flowturbo-diffusers/bundled-tiny-digits-sd3",
-        license="apache-2.0",
-    )
-    training_seconds = time.perf_counter() - started
-    refiner = result.refiner
+    if args.calibrate_only:
+        refiner, metrics, training_seconds, final_loss = recalibrate(pipe, call, info["flowturbo"], args)
+    else:
+        work = args.work_dir or Path(tempfile.mkdtemp(prefix="bundled-refiner-"))
+        started = time.perf_counter()
+        result = train_refiner(
+            pipe,
+            prompts=digits.all_prompts(),
+            output_dir=str(work),
+            overwrite=True,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            sigma_range=tuple(args.sigma_range),
+            seed=args.seed,
+            record_steps=28,
+            record_batch_size=56,
+            call_kwargs=call,
+            eval_plan=EVAL_PLAN,
+            eval_samples=EVAL_SAMPLES,
+            calibration_plans=tuple(CANDIDATE_PLANS),
+            calibration_samples=args.calibration_samples,
+            checkpoint_every=1000,
+            base_model="flowturbo-diffusers/bundled-tiny-digits-sd3",
+            license="apache-2.0",
+        )
+        training_seconds = time.perf_counter() - started
+        refiner, metrics, final_loss = result.refiner, result.metrics, result.final_loss
 
     # Prompt accuracy on the model card's evaluation set (seed + 100000, as examples/train_tiny_pipeline.py uses).
     seed = info["seed"] + 100_000
@@ -93,12 +105,33 @@ def main(argv=None):
         "plans": plans,
         "samples": 10 * args.eval_per_digit,
         "training_seconds": round(training_seconds, 1),
-        "final_loss": result.final_loss,
-        "errors_vs_reference": result.metrics,
+        "final_loss": final_loss,
+        "offset_scale": refiner.config.offset_scale,
+        "errors_vs_reference": metrics,
         "refiner_parameters": refiner.num_parameters(),
         "refiner_fraction_of_transformer": refiner.num_parameters() / info["parameters"]["transformer"],
     }
     save_outputs(refiner, info, figures)
+
+
+def recalibrate(pipe, call: dict, recorded: dict, args):
+    """The bundled refiner with its offset scale calibrated again exactly as ``train_refiner`` does it (same held-out
+    prompts and seeds), its evaluation figures again, and the training time and loss it was recorded with."""
+    from flowturbo_diffusers import VelocityRefiner
+    from flowturbo_diffusers.training.evaluation import calibrate_offset_scale, refiner_errors
+
+    refiner = VelocityRefiner.from_pretrained(bundled.bundled_model_path() / "refiner")
+    prompts = digits.all_prompts()
+    count = args.calibration_samples
+    calibration = calibrate_offset_scale(pipe, refiner, CANDIDATE_PLANS, [prompts[-1 - i % len(prompts)] for i in
+                                         range(count)], [20_000 + args.seed + i for i in range(count)], call)
+    metrics = {"offset_scale": calibration["offset_scale"], "calibration": calibration_summary(calibration)}
+    metrics.update(refiner_errors(pipe, refiner, EVAL_PLAN, prompts[:EVAL_SAMPLES],
+                                  [10_000 + args.seed + i for i in range(EVAL_SAMPLES)], call))
+    info = dict(refiner.config.training_info or {})
+    info["metrics"] = metrics
+    refiner.register_to_config(training_info=info)
+    return refiner, metrics, recorded["training_seconds"], recorded["final_loss"]
 
 
 def save_outputs(refiner, info: dict, figures: dict) -> None:
@@ -147,13 +180,34 @@ samples show the prompted digit within 1 point of {figures['euler_steps']}-step 
 | Euler, {figures['euler_steps']} steps | {figures['euler_steps']} | 0 | {figures['euler_digit_accuracy']:.1%} |
 {rows}
 
+{offset_scale_text(figures)}
+
 Final latents of `{errors.get('plan')}` against a {errors.get('reference')} solve (relative error, same noise): trained
-refiner {errors.get('error_trained_refiner', float('nan')):.4f}, untrained (zero) refiner
+refiner {errors.get('error_trained_refiner', float('nan')):.4f}{unscaled_text(errors)}, untrained (zero) refiner
 {errors.get('error_zero_refiner', float('nan')):.4f}, R steps run as Heun steps {errors.get('error_heun_instead_of_R', float('nan')):.4f}.
 """
     card = card_path.read_text()
     card = re.sub(rf"\n{re.escape(CARD_MARKER)}.*", "", card, flags=re.S).rstrip() + "\n\n" + section
     card_path.write_text(card)
+
+
+def offset_scale_text(figures: dict) -> str:
+    """How the refiner's offset scale was chosen, with the error at each candidate scale."""
+    calibration = figures["errors_vs_reference"].get("calibration")
+    if not calibration:
+        return "Offset scale 1 (the offsets as trained; not calibrated)."
+    errors = calibration["relative_error_by_scale"]
+    by_scale = ", ".join(f"{float(scale):g}: {error:.4f}" for scale, error in errors.items())
+    plans = ", ".join(f"`{plan}`" for plan in calibration["plans"])
+    return (f"Offset scale **{figures['offset_scale']:g}**: the refiner's offsets are multiplied by it, chosen by "
+            f"`calibrate_offset_scale` against a {calibration['reference']} solve on {calibration['samples']} held-out "
+            f"prompts and seeds, over the plans {plans} (relative error, geometric mean over the plans, by scale: "
+            f"{by_scale}).")
+
+
+def unscaled_text(errors: dict) -> str:
+    unscaled = errors.get("error_trained_refiner_unscaled")
+    return f" (offsets as trained, scale 1: {unscaled:.4f})" if unscaled is not None else ""
 
 
 def write_docs(info: dict, path: Path) -> None:
@@ -207,9 +261,9 @@ held-out evaluation, colour words that make prompts (and so guidance) matter bey
 
 - Refiner: {turbo['refiner_parameters']:,} parameters ({100 * turbo['refiner_fraction_of_transformer']:.1f}% of the
   transformer's {info['parameters']['transformer']:,}), trained in {turbo['training_seconds']:.0f} s; final loss
-  {turbo['final_loss']:.4g}. `{errors['plan']}` against a {errors['reference']} solve (relative error of the final latents):
-  trained refiner {errors['error_trained_refiner']:.4f}, untrained refiner {errors['error_zero_refiner']:.4f}, R steps run
-  as Heun steps {errors['error_heun_instead_of_R']:.4f}.
+  {turbo['final_loss']:.4g}. {offset_scale_text(turbo)} `{errors['plan']}` against a {errors['reference']} solve
+  (relative error of the final latents): trained refiner {errors['error_trained_refiner']:.4f}{unscaled_text(errors)},
+  untrained refiner {errors['error_zero_refiner']:.4f}, R steps run as Heun steps {errors['error_heun_instead_of_R']:.4f}.
 - One transformer call on this CPU ({info['threads']} threads): {info['transformer_call_ms']['batch_1']:.1f} ms at batch 1,
   {info['transformer_call_ms']['batch_8']:.1f} ms at batch 8. The folder is under 20 MB (tested).
 - Training wall time: data {wall['data']:.0f} s, classifier {wall['classifier']:.0f} s, autoencoder {wall['vae']:.0f} s,

@@ -495,9 +495,12 @@ def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | 
     lines += limits_markdown(results, overhead)
     lines += perfect_refiner_markdown(summary["headline"])
     if context.get("refiner_parameters"):
+        scale = context.get("refiner_offset_scale")
+        scale_text = (f" Its offsets are scaled by {scale:g} (its `offset_scale`: "
+                      "docs/refiner.md, \"Offset scale\").") if scale not in (None, 1) else ""
         lines += [f"Refiner: {context['refiner_parameters']:,} parameters, "
                   f"{100 * context['refiner_parameters'] / context['base_parameters']:.1f}% of the base transformer "
-                  f"({context['base_parameters']:,}).", ""]
+                  f"({context['base_parameters']:,}).{scale_text}", ""]
     if context.get("real_vs_real_fid") is not None:
         lines += [f"FID floor (held-out real images against real images, same sample count): "
                   f"{context['real_vs_real_fid']:.2f}.", ""]

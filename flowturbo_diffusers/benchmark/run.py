@@ -468,6 +468,7 @@ def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | Non
         "overhead": overhead,
         "settings": asdict(settings),
         "refiner_parameters": bench.refiner.num_parameters() if bench.refiner is not None else None,
+        "refiner_offset_scale": bench.refiner.config.offset_scale if bench.refiner is not None else None,
         "base_parameters": sum(p.numel() for p in bench.pipe.transformer.parameters()),
         "num_processes": bench.state.num_processes,
         "has_refiner": bench.refiner is not None,
