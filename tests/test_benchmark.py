@@ -148,10 +148,12 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
     for row in summary["results"]:
         assert row["base_evaluations"] > 0 and set(row["seconds_per_image"]) == {"1", "2"}
         assert np.isfinite(row["latent_psnr"])
-        # Plans with R steps also get the fidelity of a perfect refiner (R steps as Heun steps), and it is higher.
+        # Plans with R steps also get the fidelity of a perfect refiner (R steps as Heun steps on the base model), a
+        # different run. Not necessarily higher: the bundled refiner, with its calibrated offset scale, beats exact
+        # Heun steps on some plans (docs/refiner.md, "Offset scale").
         refined = row["spec"]["family"] == "FlowTurbo H/P/R"
         assert (row["perfect_refiner_latent_psnr"] is not None) == refined
-        assert not refined or row["perfect_refiner_latent_psnr"] > row["latent_psnr"]
+        assert not refined or abs(row["perfect_refiner_latent_psnr"] - row["latent_psnr"]) > 0.01
     assert summary["context"]["reference"]["psnr_of_half_steps_solution_db"] > 30
     assert -0.1 < summary["context"]["overhead"]["share_of_call"] < 0.5  # ~0.3%: timing noise can make it negative
     for name in ("benchmark.md", "pareto.png", "samples.png"):

@@ -553,9 +553,10 @@ What each figure is:
 - **Perfect-refiner bound**: each plan with R steps is also run with its R steps as Heun steps on the base model,
   which is what a refiner with no error gives (an oracle refiner makes R steps exact Heun steps, method.md). Placed
   at the R plan's own measured time, these points give FlowTurbo's Pareto curve with a perfect refiner, and the time
-  saved against Heun read off it. Where the real refiner beats exact Heun steps on a plan (it does on plans with two
-  R steps here: its error partly cancels the steps' own discretisation error), the curve keeps the real fidelity, so
-  it is never below the real curve. It bounds what a better refiner can save; it is not a target.
+  saved against Heun read off it. Where the real refiner beats exact Heun steps on a plan (it can: its error can
+  partly cancel the H and P steps' own discretisation error, compare the two PSNR columns below), the curve keeps the
+  real fidelity, so it is never below the real curve. It bounds what a refiner with no error would save; it is not a
+  target.
 - **Read-offs**: the time a sampler family needs for a fidelity level is read off its Pareto curve (the measured
   points no other point of the family beats on both time and fidelity), interpolating log-time linearly between the
   two points around the level; a family that never reaches the level gets no time.
