@@ -299,6 +299,28 @@ def test_calibration_chooses_the_offset_scale_closest_to_the_reference(sd3_pipe)
     assert metrics["error_trained_refiner_unscaled"] > 1.5 * metrics["error_trained_refiner"]
 
 
+def test_offset_errors_by_sigma_measure_the_refiner_against_the_teacher(sd3_pipe):
+    from flowturbo_diffusers.training.evaluation import offset_errors_by_sigma
+
+    def rows(refiner, edges=(0.0, 0.3, 1.0)):
+        return offset_errors_by_sigma(sd3_pipe, refiner, PROMPTS[:2], seed=3, sigma_edges=edges, progress=False,
+                                      call_kwargs=dict(CALL_KWARGS["sd3"], num_inference_steps=4))
+
+    config = VelocityRefiner.config_for_transformer(sd3_pipe.transformer)
+    exact = rows(DoubledOracleRefiner(**config, offset_scale=0.5))  # its offsets are the teacher's
+    assert [(row["sigma_min"], row["sigma_max"]) for row in exact] == [(0.0, 0.3), (0.3, 1.0)]
+    assert sum(row["pairs"] for row in exact) == 2 * 2 * 4  # prompts x [uncond, cond] x steps
+    for row in exact:
+        assert row["relative_error"] < 1e-4 and row["best_scale"] == pytest.approx(0.5)
+        assert row["true_offset_rms"] > 0
+    doubled = rows(DoubledOracleRefiner(**config))
+    assert all(row["relative_error"] == pytest.approx(1.0, rel=1e-4) for row in doubled)  # twice the offset
+    zero = rows(VelocityRefiner(**config))
+    assert all(row["relative_error"] == pytest.approx(1.0) and row["best_scale"] is None for row in zero)
+    with pytest.raises(ValueError, match="increasing"):
+        rows(VelocityRefiner(**config), edges=(0.5, 0.2))
+
+
 def test_training_calibrates_the_offset_scale_and_saves_it(tmp_path, sd3_pipe):
     result = train(sd3_pipe, tmp_path, steps=10, batch_size=4, eval_plan="H1P2R2", eval_samples=2,
                    calibration_plans=("H1P2R2", "H1P3R3"), calibration_samples=2)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..adapters import adapter_for
 from ..distributed import has_accelerator
-from .trajectories import group_calls, query_teacher, record_teacher_calls, stack_calls
+from .trajectories import group_calls, query_teacher, record_teacher_calls, stack_calls, step_towards_data
 
 CHECKPOINTS = "checkpoints"
 REFINER_FOLDER = "refiner"
@@ -408,10 +408,7 @@ def _loss(batch, dt, transformer, adapter, refiner, accelerator, teacher_dtype, 
         mix = sigma.view((-1,) + (1,) * (sample.dim() - 1)).to(sample.dtype)
         sample = (1 - mix) * sample + mix * noise
         velocity = query_teacher(transformer, adapter, arguments, sample, sigma)
-    dt = torch.minimum(dt.to(accelerator.device), sigma)  # never step past the data
-    shape = (-1,) + (1,) * (sample.dim() - 1)
-    moved = sample - dt.view(shape).to(sample.dtype) * velocity  # a step towards the data (sigma decreases)
-    moved_sigma = sigma - dt
+    moved, moved_sigma = step_towards_data(sample, velocity, sigma, dt)
     target = query_teacher(transformer, adapter, arguments, moved, moved_sigma)
     with accelerator.autocast():
         call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), None)

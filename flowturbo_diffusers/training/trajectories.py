@@ -157,6 +157,14 @@ def stack_calls(calls: list[TeacherCall], device, dtype) -> tuple[torch.Tensor, 
     return sample, velocity, sigma, arguments
 
 
+def step_towards_data(sample, velocity, sigma, dt) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a training pair asks the teacher again: ``x' = x - dt * v`` at ``sigma - dt``, with ``dt`` clipped at
+    ``sigma`` so that no step goes past the data (method.md, "The refiner")."""
+    dt = torch.minimum(dt.to(sigma.device), sigma)
+    moved = sample - dt.view((-1,) + (1,) * (sample.dim() - 1)).to(sample.dtype) * velocity
+    return moved, sigma - dt
+
+
 @torch.no_grad()
 def query_teacher(transformer, adapter: TransformerAdapter, arguments: dict, sample, sigma) -> torch.Tensor:
     """The teacher's velocity at ``(sample, sigma)`` with the recorded conditioning ``arguments`` (no gradients)."""
