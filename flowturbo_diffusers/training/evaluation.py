@@ -136,11 +136,10 @@ def offset_errors_by_sigma(
 
     from ..adapters import adapter_for
     from ..routing import _place_like
-    from .trajectories import group_calls, record_teacher_calls, stack_calls, step_towards_data
+    from .trajectories import check_dt_range, group_calls, record_teacher_calls, stack_calls, step_towards_data
 
+    check_dt_range(dt_range)
     low, high = dt_range
-    if not 0 <= low < high < 1:
-        raise ValueError(f"The dt range must satisfy 0 <= dt_min < dt_max < 1, got {dt_range}.")
     if list(sigma_edges) != sorted(set(sigma_edges)) or len(sigma_edges) < 2:
         raise ValueError(f"sigma_edges must be at least two increasing values, got {sigma_edges}.")
     transformer, adapter = pipe.transformer, adapter_for(pipe.transformer)

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 
 from ..adapters import adapter_for
 from ..distributed import has_accelerator
-from .trajectories import group_calls, query_teacher, record_teacher_calls, stack_calls, step_towards_data
+from .trajectories import (
+    check_dt_range,
+    group_calls,
+    query_teacher,
+    record_teacher_calls,
+    stack_calls,
+    step_towards_data,
+)
 
 CHECKPOINTS = "checkpoints"
 REFINER_FOLDER = "refiner"
@@ -87,12 +94,7 @@ class TrainingResult:
 
 def validate(config: RefinerTrainingConfig, prompts: list) -> None:
     """Refuse bad settings before any work starts, with what to change."""
-    dt_min, dt_max = config.dt_range
-    if not (0 <= dt_min < dt_max < 1):
-        raise ValueError(
-            f"The dt range must satisfy 0 <= dt_min < dt_max < 1 (a step towards the data within the flow's time), "
-            f"got {config.dt_range}. The paper uses (0, 0.12)."
-        )
+    check_dt_range(config.dt_range)
     sigma_min, sigma_max = config.sigma_range
     if not (0 <= sigma_min < sigma_max <= 1):
         raise ValueError(f"The sigma range must satisfy 0 <= min < max <= 1, got {config.sigma_range}.")

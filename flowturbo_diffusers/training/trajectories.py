@@ -157,6 +157,16 @@ def stack_calls(calls: list[TeacherCall], device, dtype) -> tuple[torch.Tensor, 
     return sample, velocity, sigma, arguments
 
 
+def check_dt_range(dt_range) -> None:
+    """Refuse a range of training-pair steps ``dt`` that is empty or leaves the flow's time."""
+    dt_min, dt_max = dt_range
+    if not (0 <= dt_min < dt_max < 1):
+        raise ValueError(
+            f"The dt range must satisfy 0 <= dt_min < dt_max < 1 (a step towards the data within the flow's time), "
+            f"got {tuple(dt_range)}. The paper uses (0, 0.12)."
+        )
+
+
 def step_towards_data(sample, velocity, sigma, dt) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a training pair asks the teacher again: ``x' = x - dt * v`` at ``sigma - dt``, with ``dt`` clipped at
     ``sigma`` so that no step goes past the data (method.md, "The refiner")."""
