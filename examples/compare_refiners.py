@@ -6,8 +6,8 @@ it also runs the plans with the R steps as Heun steps on the base model: what a 
 ``--offset-scales`` each refiner also runs with its offsets scaled by each value given, in place of its own
 ``offset_scale`` (docs/refiner.md, "Offset scale").
 
-    python examples/compare_refiners.py flowturbo_diffusers/bundled_model/refiner my-refiner/refiner --oracle
-    python examples/compare_refiners.py flowturbo_diffusers/bundled_model/refiner --offset-scales 1 0.5 --oracle
+    python examples/compare_refiners.py flowturbo_diffusers/bundled/model/refiner my-refiner/refiner --oracle
+    python examples/compare_refiners.py flowturbo_diffusers/bundled/model/refiner --offset-scales 1 0.5 --oracle
 """
 
 from __future__ import annotations

@@ -7,14 +7,15 @@ offset scale that would minimise that bin's error. R steps on sigmas where the e
 freezing the velocity (docs/training.md, "Where a refiner is accurate").
 
     python examples/refiner_error_by_sigma.py                                  # the bundled refiner
-    python examples/refiner_error_by_sigma.py flowturbo_diffusers/bundled_model/refiner my-refiner/refiner
+    python examples/refiner_error_by_sigma.py flowturbo_diffusers/bundled/model/refiner my-refiner/refiner
 """
 
 from __future__ import annotations
 
 import argparse
 
-from flowturbo_diffusers import VelocityRefiner, bundled, digits
+from flowturbo_diffusers import VelocityRefiner, bundled
+from flowturbo_diffusers.bundled import digits
 from flowturbo_diffusers.training.evaluation import offset_errors_by_sigma
 
 

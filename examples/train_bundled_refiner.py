@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 
-from flowturbo_diffusers import FlowTurboPipeline, Plan, bundled, digits
+from flowturbo_diffusers import FlowTurboPipeline, Plan
+from flowturbo_diffusers import bundled
+from flowturbo_diffusers.bundled import digits
 from flowturbo_diffusers.training import train_refiner
 from flowturbo_diffusers.training.trainer import calibration_summary
 
@@ -222,7 +224,7 @@ def write_docs(info: dict, path: Path) -> None:
     errors = turbo["errors_vs_reference"]
     path.write_text(f"""# The bundled model
 
-`flowturbo_diffusers/bundled_model/` is a small `StableDiffusion3Pipeline`, trained from scratch on a 2-core CPU by
+`flowturbo_diffusers/bundled/model/` is a small `StableDiffusion3Pipeline`, trained from scratch on a 2-core CPU by
 `examples/train_tiny_pipeline.py`, with a refiner trained by our own trainer (`examples/train_bundled_refiner.py`) and
 a digit classifier. It makes `flowturbo generate`, the examples and the benchmark run offline in seconds with a real
 velocity field. `flowturbo_diffusers.bundled.bundled_model_path()` returns the folder;
@@ -231,7 +233,7 @@ picks up its refiner and default plan. The folder's `README.md` is its Hub model
 
 ## Data
 
-Coloured digits rendered procedurally (`flowturbo_diffusers.digits`): a digit 0-9 in one of 8 colours on a background
+Coloured digits rendered procedurally (`flowturbo_diffusers.bundled.digits`): a digit 0-9 in one of 8 colours on a background
 of another, with prompts such as "a red 7 on a blue background": 10 digit classes x 56 colour pairs = 560 prompts,
 32x32 pixels. Procedural rendering rather than scikit-learn's digits: no extra dependency, unlimited fresh samples for
 held-out evaluation, colour words that make prompts (and so guidance) matter beyond the class, and glyph variation

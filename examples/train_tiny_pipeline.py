@@ -2,7 +2,7 @@
 
 The result is a real `StableDiffusion3Pipeline` (two CLIP text encoders, a null T5, an `AutoencoderKL`, an
 `SD3Transformer2DModel` trained with flow matching, the `FlowMatchEulerDiscreteScheduler`) for 32x32 images of
-coloured digits ("a red 7 on a blue background", see `flowturbo_diffusers.digits`), plus a digit classifier used to
+coloured digits ("a red 7 on a blue background", see `flowturbo_diffusers.bundled.digits`), plus a digit classifier used to
 score samples. It lets the README's commands run offline in seconds and gives the benchmarks a genuine velocity field.
 
 Stages, in order (all on the CPU, seeded, about half an hour on 2 cores):
@@ -25,7 +25,7 @@ transformer) is removed, since it would no longer match.
 
 Usage::
 
-    python examples/train_tiny_pipeline.py               # writes flowturbo_diffusers/bundled_model/
+    python examples/train_tiny_pipeline.py               # writes flowturbo_diffusers/bundled/model/
     python examples/train_tiny_pipeline.py --quick       # smoke run in seconds, into a temporary folder
 """
 
@@ -48,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from flowturbo_diffusers import bundled, digits
-from flowturbo_diffusers.classifier import DigitClassifier
+from flowturbo_diffusers import bundled
+from flowturbo_diffusers.bundled import digits
+from flowturbo_diffusers.bundled.classifier import DigitClassifier
 
 DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parents[1] / "flowturbo_diffusers" / "bundled_model"
 
@@ -179,10 +180,23 @@ def word_clip_tokenizer(words: list[str], model_max_length: int = TEXT_LENGTH):
 
 
 def clip_text_encoder(tokenizer, seed: int):
-    """A one-layer CLIP text encoder with projection, randomly initialised (it stays frozen)."""
-    from flowturbo_diffusers.tiny_pipelines import clip_text_encoder as build
+    """A one-layer CLIP text encoder with projection, randomly initialised from ``seed`` (it stays frozen)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    return build(tokenizer, CLIP_HIDDEN_SIZE, CLIP_PROJECTION_DIM, seed, max_length=TEXT_LENGTH, mlp_ratio=4).requires_grad_(False)
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=CLIP_HIDDEN_SIZE,
+        intermediate_size=4 * CLIP_HIDDEN_SIZE,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=TEXT_LENGTH,
+        projection_dim=CLIP_PROJECTION_DIM,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModelWithProjection(config).eval().requires_grad_(False)
 
 
 def null_t5_encoder():
@@ -460,7 +474,7 @@ and the model was trained with exactly {max_sequence_length} (the default, 256, 
 
 ## Data
 
-Procedurally rendered (`flowturbo_diffusers.digits`): a digit 0-9 drawn with Pillow's built-in font, glyph height
+Procedurally rendered (`flowturbo_diffusers.bundled.digits`): a digit 0-9 drawn with Pillow's built-in font, glyph height
 {glyph_low:g}-{glyph_high:g} px, shifted by up to {shift:g} px, rotated by up to {rotation:g} degrees, stroke widened by
 {stroke_low:g}-{stroke:g} px, in a foreground colour on a plain background colour (8-colour palette, foreground != background:
 {pairs} pairs, so {n_prompts} distinct prompts), each colour jittered by up to {jitter:g} per channel. The training pool is
@@ -475,7 +489,7 @@ Procedurally rendered (`flowturbo_diffusers.digits`): a digit 0-9 drawn with Pil
 | `text_encoder`, `text_encoder_2` | one-layer `CLIPTextModelWithProjection` (width {clip_width}, projection {clip_projection}), frozen random weights, word-level tokenizers of {text_length} tokens | {text_params:,} each |
 | `text_encoder_3` | a null one-layer `T5EncoderModel` (final norm zero): outputs the zeros SD3 uses without T5, present only so plain `from_pretrained` loads the folder | {t5_params:,} |
 | `scheduler` | `FlowMatchEulerDiscreteScheduler(shift={scheduler_shift:g})` | |
-| `classifier/` | `flowturbo_diffusers.classifier.DigitClassifier`, a small CNN (not part of the pipeline) | {classifier_params:,} |
+| `classifier/` | `flowturbo_diffusers.bundled.classifier.DigitClassifier`, a small CNN (not part of the pipeline) | {classifier_params:,} |
 
 The image sequence is {image_tokens} tokens, the text sequence {text_tokens} tokens ({text_length} CLIP + {max_sequence_length} zero).
 The transformer and autoencoder weights are stored in float16 and load in float32 by default.

@@ -221,7 +221,7 @@ def _pipeline_and_prompts(args):
 
     call_kwargs = {key: getattr(args, key) for key in ("guidance_scale", "height", "width") if getattr(args, key)}
     if args.model is None:
-        from . import digits
+        from .bundled import digits
         from .bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
 
         pipe = load_bundled_pipeline()

@@ -11,7 +11,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 import pytest
 import torch
 
-from flowturbo_diffusers import tiny_pipelines
+import tiny_pipelines
 
 pytest_plugins = ["hub_server"]  # the `local_hub` fixture: a local server speaking the Hub API
 

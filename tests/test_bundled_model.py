@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowturbo_diffusers import digits
+from flowturbo_diffusers.bundled import digits
 from flowturbo_diffusers.bundled import (
     bundled_model_info,
     bundled_model_path,

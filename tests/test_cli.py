@@ -34,7 +34,7 @@ def test_calibrate_refiner_saves_the_scale_closest_to_the_reference(tmp_path, ca
     import torch
 
     from flowturbo_diffusers import VelocityRefiner
-    from flowturbo_diffusers.tiny_pipelines import tiny_sd3_pipeline
+    from tiny_pipelines import tiny_sd3_pipeline
 
     pipe = tiny_sd3_pipeline()
     pipe.save_pretrained(tmp_path / "model")

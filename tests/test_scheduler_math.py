@@ -6,7 +6,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
 from flowturbo_diffusers import FlowTurboScheduler
-from flowturbo_diffusers.ode import integrate
+from ode import integrate
 
 DATA_MEAN, DATA_STD = 0.7, 0.5
 

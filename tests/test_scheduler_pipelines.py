@@ -15,7 +15,7 @@ from diffusers import (
 )
 
 from flowturbo_diffusers import FlowTurboScheduler, Plan
-from flowturbo_diffusers.ode import integrate
+from ode import integrate
 
 KINDS = ["sd3", "flux", "sana", "wan"]
 # Wan runs guidance as two transformer calls per evaluation; the others batch [uncond, cond] in one call.

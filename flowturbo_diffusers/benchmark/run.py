@@ -135,7 +135,7 @@ class Benchmark:
         if self.classifier is None:
             base = ["a photo of a cat", "a red car in the rain", "a bowl of fruit", "a mountain lake at dawn"]
             return [base[i % len(base)] for i in range(count)], None
-        from .. import digits
+        from ..bundled import digits
 
         batch = digits.render_batch(count, seed=10_000 + self.settings.seed, digits=[i % 10 for i in range(count)])
         return batch.prompts, batch.labels.tolist()
@@ -263,7 +263,7 @@ class Benchmark:
     def real_features(self):
         if self.classifier is None:
             return None
-        from .. import digits
+        from ..bundled import digits
 
         real = digits.render_batch(self.settings.real_samples, seed=20_000 + self.settings.seed).images
         return self.features(real)
@@ -456,7 +456,7 @@ def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | Non
     overhead = bench.overhead()
     real_images, real_vs_real_fid = None, None
     if bench.classifier is not None:
-        from .. import digits
+        from ..bundled import digits
 
         real_images = digits.render_batch(10, seed=30_000).images
         other_real = bench.features(digits.render_batch(settings.quality_samples, seed=40_000).images)

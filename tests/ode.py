@@ -1,6 +1,6 @@
 """Drive a scheduler over any velocity field ``v(x, sigma)``, the way a diffusers pipeline's denoising loop does.
 
-Useful for analytic ODEs (convergence tests, examples) and for many-step reference solutions in the benchmark.
+The tests use it on analytic ODEs (convergence order, equivalence with diffusers' schedulers, runs that start part-way).
 """
 
 from __future__ import annotations

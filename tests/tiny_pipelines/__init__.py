@@ -1,7 +1,8 @@
 """Tiny random-weight diffusers flow pipelines, built from configs with in-memory tokenizers (no files, no network).
 
 They run the real pipeline classes (SD3, Flux, Sana, Wan) end to end in milliseconds on a CPU, which is what the test
-suite and the offline examples need. Their images are noise: use the bundled model for anything you want to look at.
+suite needs. Their images are noise: use the bundled model for anything you want to look at. The builders of the
+conformance suite (every flow pipeline family of installed diffusers) are in the modules of this package.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""The tiny trained text-to-image pipeline shipped with the package, and its digit classifier.
+"""The bundled demo: a tiny trained text-to-image pipeline shipped with the package, and what scores it.
 
-`bundled_model/` holds a `StableDiffusion3Pipeline` for 32x32 images of coloured digits ("a red 7 on a blue
-background") in diffusers layout, its `classifier/` (`DigitClassifier`), the recommended call arguments and measured
-figures in `flowturbo.json`, and a model card. It is written by ``examples/train_tiny_pipeline.py``.
+- ``model/`` holds a `StableDiffusion3Pipeline` for 32x32 images of coloured digits ("a red 7 on a blue background") in
+  diffusers layout, its refiner (``model/refiner``), its `classifier/` (:class:`~.classifier.DigitClassifier`), the
+  recommended call arguments and measured figures in `flowturbo.json`, and a model card. It is written by
+  ``examples/train_tiny_pipeline.py`` and ``examples/train_bundled_refiner.py``.
+- :mod:`.digits` renders the procedural training distribution; :mod:`.classifier` is the digit classifier.
+
+None of this is needed to use FlowTurbo on another model: it makes the CLI, the examples and the benchmark run offline.
 
 Usage::
 
@@ -22,7 +26,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "bundled_model"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "model"
 INFO_FILE = "flowturbo.json"
 
 

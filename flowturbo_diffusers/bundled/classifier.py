@@ -1,4 +1,4 @@
-"""A small CNN that recognises the digit in a coloured-digit image (see `flowturbo_diffusers.digits`).
+"""A small CNN that recognises the digit in a coloured-digit image (see `flowturbo_diffusers.bundled.digits`).
 
 It is trained on rendered (real) images by ``examples/train_tiny_pipeline.py`` and shipped with the bundled model. It
 measures whether generated samples show the prompted digit, and its penultimate-layer features (`features`) are the
