@@ -103,9 +103,9 @@ class FlowTurboPipelineMixin:
             self.scheduler,
             cuda_graphs=compiled is not None and compiled.cuda_graphs,
             on_new_shape=self._note_shape if compiled is not None else None,
-        ) as routing:
+        ):
             output = super().__call__(*args, **kwargs)
-        self.last_evaluation_counts = dict(routing.counts)
+        self.last_evaluation_counts = dict(self.scheduler.run.counts)
         return output
 
     # ----------------------------------------------------------------------------------------------------------------

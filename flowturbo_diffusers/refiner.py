@@ -26,6 +26,7 @@ from diffusers.utils import logging
 from torch import nn
 
 from .adapters import IMAGE, SEQUENCE, VIDEO, TransformerCall, adapter_for
+from .steps import refined_velocity
 
 logger = logging.get_logger(__name__)
 
@@ -239,12 +240,17 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         order = [0, 2 * axes + 1] + [i for pair in zip(range(1, axes + 1), range(axes + 1, 2 * axes + 1)) for i in pair]
         return tokens.permute(*order).reshape(shape)
 
-    def refine(self, call: TransformerCall, velocity: torch.Tensor) -> torch.Tensor:
-        """The refined velocity ``velocity + offset_scale * refiner(...)`` for one routed transformer call (method.md,
-        R step)."""
+    def offset(self, call: TransformerCall, velocity: torch.Tensor) -> torch.Tensor:
+        """The offset an R evaluation adds to ``velocity``: ``offset_scale * refiner(x, sigma, velocity, cond)`` at the
+        latent, sigma and conditioning of one routed transformer call (shape of ``velocity``)."""
         offset = self(call.sample, velocity, call.sigma, call.pooled, call.context, call.guidance, call.positions)
         scale = self.config.offset_scale
-        return velocity + (offset if scale == 1 else scale * offset).to(velocity.dtype)
+        return offset if scale == 1 else scale * offset
+
+    def refine(self, call: TransformerCall, velocity: torch.Tensor) -> torch.Tensor:
+        """The refined velocity ``velocity + offset`` for one routed transformer call (method.md, R step; see
+        :meth:`offset` and :func:`~flowturbo_diffusers.steps.refined_velocity`)."""
+        return refined_velocity(velocity, self.offset(call, velocity))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sizing and compatibility

@@ -17,6 +17,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 
 from .plan import DEFAULT_PLAN, EULER, REFINER, Evaluation, Plan, evaluation_layout
+from .sampling_run import SamplingRun
 from .sigmas import EULER_GRID, SIGMA_SCHEDULES, compute_sigma_grid, translate_scheduler_config
 from .steps import UPDATES
 
@@ -95,12 +96,8 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = training * num_train_timesteps
         self.sigma_max, self.sigma_min = float(training[0]), float(training[-1])
         self.num_inference_steps = None
-        self.sigma_grid = None
-        self.evaluations: tuple[Evaluation, ...] = ()
-        self._step_sizes = None
-        self._step_index = None
-        self._begin_index = None
-        self._velocity = None
+        # Everything one run holds, replaced by every set_timesteps (sampling_run.py).
+        self.run = SamplingRun()
         self._updates = dict(UPDATES)
         # Under CUDA graphs the model's outputs live in buffers the next replay overwrites, so the velocities held
         # across calls must be copies (set by sample-aware compilation, compile.py).
@@ -127,31 +124,38 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         self.register_to_config(plan=str(Plan.parse(plan)))
 
     @property
+    def evaluations(self) -> tuple[Evaluation, ...]:
+        """The plan's evaluations in call order, one per entry of ``timesteps`` (empty before ``set_timesteps``)."""
+        return self.run.evaluations
+
+    @property
+    def sigma_grid(self) -> torch.Tensor | None:
+        """The ``N + 1`` sigmas of the grid the plan runs on, ending at 0 (``None`` before ``set_timesteps``)."""
+        return self.run.sigma_grid
+
+    @property
     def step_index(self) -> int | None:
         """Index of the next entry of ``timesteps`` (one entry per model evaluation); ``None`` before the first step."""
-        return self._step_index
+        return self.run.index
 
     @property
     def begin_index(self) -> int | None:
         """Entry at which the pipeline starts (set by img2img and inpaint pipelines via ``set_begin_index``)."""
-        return self._begin_index
+        return self.run.begin_index
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start the run at entry ``begin_index`` of ``timesteps`` (what diffusers' img2img pipelines call)."""
-        self._begin_index = begin_index
+        self.run.begin_index = begin_index
 
     @property
     def current_evaluation_index(self) -> int:
         """Index of the entry whose model call comes next."""
-        if self._step_index is not None:
-            return self._step_index
-        return self._begin_index or 0
+        return self.run.current_index
 
     @property
     def current_evaluation(self) -> Evaluation | None:
         """The plan evaluation the next model call answers (``None`` when the run is over)."""
-        index = self.current_evaluation_index
-        return self.evaluations[index] if index < len(self.evaluations) else None
+        return self.run.current_evaluation
 
     def set_timesteps(
         self,
@@ -178,7 +182,7 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("Pass num_inference_steps (or sigmas / timesteps) to set_timesteps.")
         kinds = self.plan.kinds(num_inference_steps)
         grid, grid_timesteps = compute_sigma_grid(self.config, num_inference_steps, sigmas, mu, timesteps)
-        self.evaluations = evaluation_layout(kinds)
+        evaluations = evaluation_layout(kinds)
         if REFINER in kinds and not self.refiner_attached and not self._warned_refiner_missing:
             self._warned_refiner_missing = True
             logger.warning(
@@ -188,16 +192,12 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
             )
         # The model sees the grid's timesteps; an evaluation at the final sigma (0) gets timestep 0.
         model_timesteps = torch.cat([grid_timesteps, torch.zeros(1)])
-        indices = torch.tensor([evaluation.sigma_index for evaluation in self.evaluations])
+        indices = torch.tensor([evaluation.sigma_index for evaluation in evaluations])
         self.num_inference_steps = num_inference_steps
-        self.sigma_grid = grid
         self.timesteps = model_timesteps[indices].to(device)
         self.sigmas = torch.cat([grid[indices], grid[-1:]])
         self.sigma_max, self.sigma_min = float(grid[0]), float(grid[-2])
-        self._step_sizes = (grid[1:] - grid[:-1]).to(device)
-        self._step_index = None
-        self._begin_index = None
-        self._velocity = None
+        self.run = SamplingRun(evaluations, grid, (grid[1:] - grid[:-1]).to(device))
 
     def step(
         self,
@@ -217,44 +217,44 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
             generator: Unused; FlowTurbo sampling is deterministic.
             return_dict (`bool`): Return a :class:`FlowTurboSchedulerOutput` rather than a tuple.
         """
-        if not self.evaluations:
+        run = self.run
+        if not run.evaluations:
             raise ValueError("Call set_timesteps() before step().")
-        if self._step_index is None:
-            self._step_index = self._begin_index or 0
-        index = self._step_index
-        if index >= len(self.evaluations):
+        index = run.current_index
+        if index >= len(run.evaluations):
             raise ValueError(
                 f"step() was called more often than plan '{self.config.plan}' has evaluations "
-                f"({len(self.evaluations)}); call set_timesteps() before every run."
+                f"({len(run.evaluations)}); call set_timesteps() before every run."
             )
-        evaluation = self.evaluations[index]
-        step_size = self._step_sizes[evaluation.step]
+        evaluation = run.evaluations[index]
+        step_size = run.step_sizes[evaluation.step]
         velocity = model_output.to(torch.float32)
         current = sample.to(torch.float32)
         updates = self._updates
         if evaluation.point == "start" and evaluation.kind != EULER:
             # First evaluation of an H, R (or leading P) step: go to the predicted point.
-            self._velocity = self._keep(velocity)
+            run.held_velocity = self._keep(velocity)
             prev_sample = updates["predict"](current, velocity, step_size)
         else:
             # The step ends here. If a P step follows, it reuses this velocity and predicts its point right away.
-            following = self.evaluations[index + 1] if index + 1 < len(self.evaluations) else None
-            next_step_size = self._step_sizes[following.step] if following and following.point == "predicted" else None
+            following = run.evaluations[index + 1] if index + 1 < len(run.evaluations) else None
+            next_step_size = run.step_sizes[following.step] if following and following.point == "predicted" else None
             if evaluation.kind == EULER:
                 prev_sample = (
                     updates["predict"](current, velocity, step_size)
                     if next_step_size is None
                     else updates["euler_then_predict"](current, velocity, step_size, next_step_size)
                 )
-            elif self._velocity is None:
+            elif run.held_velocity is None:
                 # The run starts at this predicted point (img2img): it is the next grid point itself.
                 prev_sample = current if next_step_size is None else updates["predict"](current, velocity, next_step_size)
             elif next_step_size is None:
-                prev_sample = updates["correct"](current, self._velocity, velocity, step_size)
+                prev_sample = updates["correct"](current, run.held_velocity, velocity, step_size)
             else:
-                prev_sample = updates["correct_then_predict"](current, self._velocity, velocity, step_size, next_step_size)
-            self._velocity = None if next_step_size is None else self._keep(velocity)
-        self._step_index += 1
+                prev_sample = updates["correct_then_predict"](current, run.held_velocity, velocity, step_size,
+                                                               next_step_size)
+            run.held_velocity = None if next_step_size is None else self._keep(velocity)
+        run.index = index + 1
         prev_sample = prev_sample.to(sample.dtype)
         if not return_dict:
             return (prev_sample,)
@@ -296,7 +296,7 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         """
         sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
         timestep = torch.as_tensor(timestep).reshape(-1)
-        if self._step_index is None and self._begin_index is None:
+        if self.run.index is None and self.run.begin_index is None:
             indices = [self.index_for_timestep(t) for t in timestep]
         else:
             indices = [self.current_evaluation_index] * timestep.shape[0]

@@ -13,8 +13,8 @@ from flowturbo_diffusers import FlowTurboPipeline, FlowTurboPipelineMixin, FlowT
 class OracleRefiner(VelocityRefiner):
     """Its offset is the base model's velocity minus the velocity it is given: R steps then become exact H steps."""
 
-    def refine(self, call, velocity):
-        return call.evaluate_base()
+    def offset(self, call, velocity):
+        return call.evaluate_base() - velocity
 
 
 def oracle_for(pipe):
@@ -216,3 +216,26 @@ def test_from_pipe_keeps_the_pipelines_dtype(sd3_pipe):
     sd3_pipe.to(torch.bfloat16)
     pipe = FlowTurboPipeline.from_pipe(sd3_pipe, plan="H1P*")
     assert pipe.transformer.dtype == torch.bfloat16 and sd3_pipe.transformer.dtype == torch.bfloat16
+
+
+def test_calls_from_another_thread_on_the_shared_transformer_are_neither_routed_nor_counted(sd3_pipe):
+    """A base pipeline and its FlowTurbo twin share one transformer; a server may run them at once in two threads."""
+    import threading
+
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer)
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.1)  # a refiner whose answers differ from the transformer's
+    turbo = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=refiner, plan="H1P5R3")
+    expected_base = call(sd3_pipe, "sd3", num_inference_steps=4)
+    from_other_thread = {}
+
+    def base_call_in_another_thread(pipe, step, timestep, callback_kwargs):
+        if step == 7:  # inside the R block of the twin's call, its routing hook installed
+            worker = threading.Thread(target=lambda: from_other_thread.update(
+                latents=call(sd3_pipe, "sd3", num_inference_steps=4)))
+            worker.start()
+            worker.join()
+        return {}
+
+    call(turbo, "sd3", callback_on_step_end=base_call_in_another_thread)
+    assert turbo.last_evaluation_counts == {"base": 7, "refiner": 6}
+    torch.testing.assert_close(from_other_thread["latents"], expected_base)

@@ -114,7 +114,7 @@ def test_step_keeps_the_input_dtype_and_computes_in_float32():
     sample = torch.randn(1, 4, 4, 4).to(torch.bfloat16)
     out = scheduler.step(torch.randn(1, 4, 4, 4).to(torch.bfloat16), scheduler.timesteps[0], sample).prev_sample
     assert out.dtype == torch.bfloat16
-    assert scheduler._velocity.dtype == torch.float32
+    assert scheduler.run.held_velocity.dtype == torch.float32
 
 
 def test_step_does_not_synchronise_with_the_host(monkeypatch):

@@ -275,9 +275,9 @@ class DoubledOracleRefiner(VelocityRefiner):
     """Its offset is twice the exact one (base velocity minus the given one): at offset scale 0.5, R steps are exact
     Heun steps."""
 
-    def refine(self, call, velocity):
+    def offset(self, call, velocity):
         self._call = call
-        return super().refine(call, velocity)
+        return super().offset(call, velocity)
 
     def forward(self, sample, velocity, *args):
         return 2 * (self._call.evaluate_base() - velocity)

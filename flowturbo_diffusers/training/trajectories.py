@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..adapters import TransformerAdapter, adapter_for, velocity_of
+from ..hooks import installed_hook
+from ..steps import euler_step
 
 RECORDER_HOOK = "flowturbo_trajectory_recorder"
 
@@ -116,19 +118,14 @@ def record_teacher_calls(
     from tqdm.auto import tqdm
 
     adapter = adapter_for(pipe.transformer)
-    hook = _RecorderHook(adapter, torch.device(storage_device))
-    registry = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
-    registry.register_hook(hook, RECORDER_HOOK)
     device = getattr(pipe, "_execution_device", "cpu")
-    try:
+    with installed_hook(pipe.transformer, _RecorderHook(adapter, torch.device(storage_device)), RECORDER_HOOK) as hook:
         bar = tqdm(range(0, len(prompts), batch_size), desc="Recording teacher trajectories", disable=not progress)
         for start in bar:
             batch = list(prompts[start : start + batch_size])
             generators = [torch.Generator(device).manual_seed(seed + start + i) for i in range(len(batch))]
             key = "class_labels" if isinstance(batch[0], int) else "prompt"
             pipe(**{key: batch}, generator=generators, output_type="latent", **(call_kwargs or {}))
-    finally:
-        registry.remove_hook(RECORDER_HOOK, recurse=False)
     return hook.calls
 
 
@@ -168,11 +165,12 @@ def check_dt_range(dt_range) -> None:
 
 
 def step_towards_data(sample, velocity, sigma, dt) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where a training pair asks the teacher again: ``x' = x - dt * v`` at ``sigma - dt``, with ``dt`` clipped at
-    ``sigma`` so that no step goes past the data (method.md, "The refiner")."""
+    """Where a training pair asks the teacher again: an Euler step of ``h = -dt`` towards the data, ``x' = x - dt * v``
+    at ``sigma - dt``, with ``dt`` (shape ``(B,)``) clipped at ``sigma`` so that no step goes past the data (method.md,
+    "The refiner")."""
     dt = torch.minimum(dt.to(sigma.device), sigma)
-    moved = sample - dt.view((-1,) + (1,) * (sample.dim() - 1)).to(sample.dtype) * velocity
-    return moved, sigma - dt
+    step_size = -dt.view((-1,) + (1,) * (sample.dim() - 1)).to(sample.dtype)
+    return euler_step(sample, velocity, step_size), sigma - dt
 
 
 @torch.no_grad()
