@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 
 from flowturbo_diffusers.benchmark.metrics import psnr
-from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings, flowturbo_spec
+from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings
+from flowturbo_diffusers.benchmark.samplers import flowturbo_spec
 
 PLANS = ["H1P1R2", "H1P1R4", "H1P2R3", "H1P2R4", "H1P3R4", "H1P5R3", "H1P7R3", "H1P9R3", "H1P9R4", "H1P11R4"]
 
@@ -43,7 +44,7 @@ def main(argv=None):
 
     def with_refiner(spec) -> float:
         with bench.switch.use(spec) as (pipe, call_kwargs):
-            return fidelity(bench.generate_all(pipe, call_kwargs))
+            return fidelity(bench.samples.generate_all(pipe, call_kwargs))
 
     rows = {}
     if args.oracle:

@@ -303,7 +303,7 @@ def run_bench(args) -> int:
 
 
 def _print_bench_summary(summary: dict, args) -> None:
-    from .benchmark.report import headline_markdown
+    from .benchmark.markdown import headline_markdown
 
     print(headline_markdown(summary["headline"]))
     for target in summary["targets"]:

@@ -39,13 +39,6 @@ def load_default_model(dtype: torch.dtype = torch.float32):
     return load_bundled_pipeline(torch_dtype=dtype), dict(BUNDLED_CALL_DEFAULTS)
 
 
-def count_transformer_calls(pipe) -> dict[str, int]:
-    """Count calls of ``pipe.transformer`` (a forward pre-hook; returns the live counter)."""
-    counter = {"calls": 0}
-    pipe.transformer.register_forward_pre_hook(lambda *_: counter.__setitem__("calls", counter["calls"] + 1))
-    return counter
-
-
 def compare(
     model: str | None = None,
     refiner: str | None = None,
@@ -63,10 +56,12 @@ def compare(
     """Generate ``prompts`` with the pipeline's own scheduler and with FlowTurbo; return both runs.
 
     ``compile_mode`` (``None`` for torch's default mode, or e.g. ``"reduce-overhead"``; ``False`` for eager) compiles
-    FlowTurbo's graphs; the transformer is shared, so the baseline then runs it compiled too.
+    FlowTurbo's graphs; the transformer is shared, so the baseline then runs it compiled too. The baseline's
+    evaluations are its transformer calls, counted during its timed call by a hook that is removed afterwards.
     """
     from tqdm.auto import tqdm
 
+    from .hooks import count_calls
     from .pipeline import FlowTurboPipeline
 
     if model is None:
@@ -86,7 +81,6 @@ def compare(
     baseline_steps = baseline_steps or defaults.pop("num_inference_steps", None) or 28
     defaults.pop("num_inference_steps", None)
     turbo_steps = steps or turbo.plan.num_steps or 10
-    counter = count_transformer_calls(base)
 
     def generate(pipe, n_steps, batch):
         generator = [torch.Generator(device).manual_seed(seed + i) for i in range(len(batch))]
@@ -100,15 +94,15 @@ def compare(
     ]
     for name, pipe, n_steps, _ in tqdm(jobs, desc="Sampling", disable=not progress):
         generate(pipe, n_steps, prompts)  # warm-up (and compilation) at the timed shapes
-        counter["calls"] = 0
-        start = time.perf_counter()
-        images = generate(pipe, n_steps, prompts)
-        seconds = (time.perf_counter() - start) / len(prompts)
+        with count_calls(base.transformer) as counter:
+            start = time.perf_counter()
+            images = generate(pipe, n_steps, prompts)
+            seconds = (time.perf_counter() - start) / len(prompts)
         if pipe is turbo:
             counts = turbo.last_evaluation_counts
             base_calls, refiner_calls = counts["base"], counts["refiner"]
         else:
-            base_calls, refiner_calls = counter["calls"], 0
+            base_calls, refiner_calls = counter.count, 0
         runs.append(SamplerRun(name, n_steps, base_calls, refiner_calls, seconds, images))
     return runs
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread per process: the test models are tiny, so threads only add overhead, and on a 2-core machine two processes
+# (accelerate launch tests, a busy machine) with two threads each oversubscribe badly (the conformance suite ran 10x
+# slower under load with 2 threads). Set before torch is imported, so that subprocesses inherit it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
@@ -72,3 +76,14 @@ class CallCounter:
 
     def remove(self):
         self._handle.remove()
+
+
+def hooks_left(module) -> list[str]:
+    """The diffusers hooks and torch forward pre-hooks on ``module`` and its submodules, as ``"module: hook"``: what a
+    sampler, counter or tracker left behind."""
+    left = []
+    for name, submodule in module.named_modules():
+        registry = getattr(submodule, "_diffusers_hook", None)
+        left += [f"{name}: {hook}" for hook in (registry.hooks if registry is not None else {})]
+        left += [f"{name}: forward pre-hook" for _ in submodule._forward_pre_hooks]
+    return left

@@ -1,14 +1,17 @@
-"""The benchmark: its arithmetic (Pareto curves, read-offs, FID/KID) and an end-to-end run on a tiny configuration."""
+"""The benchmark: its arithmetic (Pareto curves, read-offs, FID/KID), its parts (samples, sampler switch, scorer,
+timing) on tiny pipelines, and an end-to-end run on a tiny configuration."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import CALL_KWARGS, hooks_left
 
 from flowturbo_diffusers import cli
+from flowturbo_diffusers.benchmark import run
+from flowturbo_diffusers.benchmark.analysis import headline, pareto_front, time_to_reach
 from flowturbo_diffusers.benchmark.metrics import frechet_distance, kernel_inception_distance, psnr
-from flowturbo_diffusers.benchmark.report import headline, pareto_front, time_to_reach
 from flowturbo_diffusers.benchmark.run import SamplerResult
 from flowturbo_diffusers.benchmark.samplers import SamplerSpec
 
@@ -44,7 +47,7 @@ def test_headline_reads_savings_off_the_curves():
 
 
 def test_the_perfect_refiner_bound_reads_R_plans_at_their_time_with_their_R_steps_as_heun_steps():
-    from flowturbo_diffusers.benchmark.report import perfect_refiner_markdown
+    from flowturbo_diffusers.benchmark.markdown import perfect_refiner_markdown
 
     refined = result("FlowTurbo H/P/R", 9, 0.04, 29.0, "H1P5R3")
     results = [result("Heun", 6, 0.10, 30.0), result("FlowTurbo H/P", 7, 0.06, 27.0, "H1P5"), refined]
@@ -64,7 +67,7 @@ def test_the_perfect_refiner_bound_reads_R_plans_at_their_time_with_their_R_step
 
 
 def test_targets_say_which_are_met():
-    from flowturbo_diffusers.benchmark.report import targets
+    from flowturbo_diffusers.benchmark.analysis import targets
 
     level = dict(heun_steps=6, flowturbo_time_saved_vs_heun=0.6, fastest_other="UniPC",
                  flowturbo_time_saved_vs_fastest_other=-0.1)
@@ -82,7 +85,7 @@ def test_targets_say_which_are_met():
 
 
 def test_timing_intervals_resample_whole_rounds_and_widen_with_noise():
-    from flowturbo_diffusers.benchmark.report import bootstrap_intervals
+    from flowturbo_diffusers.benchmark.analysis import bootstrap_intervals
 
     generator = np.random.default_rng(0)
     drift = np.linspace(1.0, 1.5, 9)  # the machine slows down during the run
@@ -103,7 +106,7 @@ def test_timing_intervals_resample_whole_rounds_and_widen_with_noise():
 
 
 def test_headline_and_targets_carry_the_timing_intervals():
-    from flowturbo_diffusers.benchmark.report import add_intervals, targets
+    from flowturbo_diffusers.benchmark.analysis import add_intervals, targets
 
     def timed(family, steps, rounds, quality, plan=None):
         row = result(family, steps, float(np.median(rounds)), quality, plan)
@@ -136,25 +139,62 @@ def test_psnr_fid_and_kid_behave():
     assert abs(kernel_inception_distance(a, b)) < 0.05 < kernel_inception_distance(a, shifted)
 
 
+def one_point_per_family() -> list[SamplerSpec]:
+    from flowturbo_diffusers.benchmark.samplers import default_samplers
+
+    first = {}
+    for spec in default_samplers(with_refiner=True, quick=True):
+        first.setdefault(spec.family, spec)
+    return list(first.values())
+
+
 @pytest.mark.slow
-def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys):
-    assert cli.main(["bench", "--quick", "--quality-samples", "20", "--real-samples", "100", "--reference-steps", "24",
-                     "--repeats", "3", "--batch-sizes", "1", "2", "--output-dir", str(tmp_path),
-                     "--docs", str(tmp_path / "docs" / "benchmarks.md")]) == 0
-    summary = json.loads((tmp_path / "benchmark.json").read_text())
-    families = {row["spec"]["family"] for row in summary["results"]}
-    assert {"Euler", "Heun", "DPM-Solver++(2M)", "DPM-Solver++(3M)", "UniPC", "FlowTurbo H/P",
-            "Euler + PAB", "Euler + MagCache"} <= families
-    for row in summary["results"]:
-        assert row["base_evaluations"] > 0 and set(row["seconds_per_image"]) == {"1", "2"}
-        assert np.isfinite(row["latent_psnr"])
+def test_every_sampler_family_is_measured_on_the_same_samples():
+    from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings
+
+    bench = Benchmark(BenchmarkSettings(quality_samples=2, real_samples=20, reference_steps=24), progress=False)
+    reference, real_features = bench.reference(), bench.real_features()
+    assert reference["psnr_of_half_steps_solution_db"] > 30
+    specs = one_point_per_family()
+    assert {spec.family for spec in specs} == {"Euler", "Heun", "DPM-Solver++(2M)", "DPM-Solver++(3M)", "UniPC",
+                                              "Euler + PAB", "Euler + MagCache", "FlowTurbo H/P", "FlowTurbo H/P/R"}
+    for spec in specs:
+        result = bench.measure(spec, reference, real_features)
+        assert result.base_evaluations > 0 and np.isfinite(result.latent_psnr), spec.name
+        assert result.fid is not None and result.accuracy is not None and result.samples.shape[0] == 2
         # Plans with R steps also get the fidelity of a perfect refiner (R steps as Heun steps on the base model), a
         # different run. Not necessarily higher: the bundled refiner, with its calibrated offset scale, beats exact
         # Heun steps on some plans (docs/refiner.md, "Offset scale").
+        refined = spec.family == "FlowTurbo H/P/R"
+        assert (result.perfect_refiner_latent_psnr is not None) == refined
+        assert not refined or abs(result.perfect_refiner_latent_psnr - result.latent_psnr) > 0.01
+    # No cache hook, PAB timestep tracker or evaluation counter stays on the model after its sampler ran.
+    assert hooks_left(bench.pipe.transformer) == []
+
+
+# Enough for the report: Heun at the 6-step fidelity level, another family, FlowTurbo plans with and without R steps.
+# (Every family is measured by test_every_sampler_family_is_measured_on_the_same_samples.)
+TINY_GRID = [SamplerSpec("Euler", 4), SamplerSpec("Heun", 6), SamplerSpec("FlowTurbo H/P", 4, "H1P3"),
+             SamplerSpec("FlowTurbo H/P/R", 6, "H1P2R3")]
+
+
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path, capsys, monkeypatch):
+    asked = []
+    monkeypatch.setattr(run, "default_samplers", lambda with_refiner, quick: asked.append(quick) or TINY_GRID)
+    assert cli.main(["bench", "--quick", "--quality-samples", "8", "--real-samples", "100", "--reference-steps", "24",
+                     "--repeats", "3", "--batch-sizes", "1", "2", "--output-dir", str(tmp_path),
+                     "--docs", str(tmp_path / "docs" / "benchmarks.md")]) == 0
+    assert asked == [True]  # --quick asks for the smoke-test grid
+    summary = json.loads((tmp_path / "benchmark.json").read_text())
+    assert [row["spec"]["name"] for row in summary["results"]] == [spec.name for spec in TINY_GRID]
+    for row in summary["results"]:
+        assert row["base_evaluations"] > 0 and set(row["seconds_per_image"]) == {"1", "2"}
+        assert np.isfinite(row["latent_psnr"]) and row["fid"] is not None  # the bundled scorer, by default
         refined = row["spec"]["family"] == "FlowTurbo H/P/R"
         assert (row["perfect_refiner_latent_psnr"] is not None) == refined
-        assert not refined or abs(row["perfect_refiner_latent_psnr"] - row["latent_psnr"]) > 0.01
     assert summary["context"]["reference"]["psnr_of_half_steps_solution_db"] > 30
+    assert summary["context"]["real_vs_real_fid"] is not None
     assert -0.1 < summary["context"]["overhead"]["share_of_call"] < 0.5  # ~0.3%: timing noise can make it negative
     for name in ("benchmark.md", "pareto.png", "samples.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -198,20 +238,120 @@ def tiny_benchmark():
 
 @pytest.mark.slow
 def test_compiled_vs_eager_times_the_plan_and_checks_agreement():
-    from flowturbo_diffusers.benchmark.run import compile_comparison
-
     bench = tiny_benchmark()
     # The "eager" dynamo backend traces the same graphs as inductor without its code generation, so this stays fast.
-    comparison = compile_comparison(bench, "H1P2R2", backend="eager")
+    comparison = bench.compile_comparison("H1P2R2", backend="eager")
     assert comparison["plan"] == "H1P2R2" and set(comparison["batches"]) == {2}
     for row in comparison["batches"].values():
         assert row["eager"] > 0 and row["compiled"] > 0 and row["compile_seconds"] > 0
     assert comparison["agreement_psnr_db"] > 60
-    assert bench.switch.turbo.last_evaluation_counts == {"base": 4, "refiner": 4}  # the R plan ran, with the refiner
+    assert bench.switch.turbo.last_evaluation_counts == {"base": 4, "refiner": 3}  # the R plan ran, with the refiner
+
+
+class MeanColourScorer:
+    """A scorer for any image model, written as a user would (no base class needed): prompts with alternating labels,
+    uniform noise as the real images, each image's mean colour as its features, and an accuracy that records what it
+    was asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def prompts(self, count, seed):
+        return [f"a {'red' if i % 2 else 'blue'} square" for i in range(count)], [i % 2 for i in range(count)]
+
+    def real_images(self, count, seed):
+        return torch.rand(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+    def features(self, images):
+        return images.mean(dim=(2, 3)).double().numpy()
+
+    def accuracy(self, images, labels):
+        self.asked.append((tuple(images.shape), list(labels)))
+        return 0.75
+
+
+@pytest.fixture
+def tiny_model_settings(tmp_path, sd3_pipe):
+    """Benchmark settings for a tiny SD3 pipeline saved to disk (another model than the bundled one, no refiner)."""
+    from flowturbo_diffusers.benchmark.run import BenchmarkSettings
+
+    sd3_pipe.save_pretrained(tmp_path / "model")
+    return BenchmarkSettings(model=str(tmp_path / "model"), quality_samples=4, real_samples=8, reference_steps=4,
+                             batch_sizes=(1,), repeats=1, generation_batch=4, call_kwargs=dict(CALL_KWARGS["sd3"]))
+
+
+def test_a_scorer_passed_by_the_user_chooses_the_prompts_and_scores_the_samples(tiny_model_settings):
+    from flowturbo_diffusers.benchmark.run import Benchmark
+    from flowturbo_diffusers.benchmark.scoring import Scorer
+
+    scorer = MeanColourScorer()
+    assert isinstance(scorer, Scorer)
+    bench = Benchmark(tiny_model_settings, progress=False, scorer=scorer)
+    assert bench.samples.prompts == ["a blue square", "a red square"] * 2
+    reference, real_features = bench.reference(), bench.real_features()
+    assert real_features.shape == (8, 3)
+    result = bench.measure(SamplerSpec("Euler", 2), reference, real_features)
+    assert result.fid == pytest.approx(frechet_distance(scorer.features(result.samples), real_features))
+    assert result.kid is not None and result.accuracy == 0.75
+    assert scorer.asked == [((4, 3, 32, 32), [0, 1, 0, 1])]  # the decoded samples, with their prompts' labels
+
+
+def test_a_model_without_a_scorer_gets_fidelity_and_cost_only(tiny_model_settings, tmp_path):
+    from flowturbo_diffusers.benchmark.report import write_outputs
+    from flowturbo_diffusers.benchmark.run import GENERIC_PROMPTS, Benchmark, run_benchmark
+
+    assert Benchmark(tiny_model_settings, progress=False).samples.prompts == list(GENERIC_PROMPTS)
+    specs = [SamplerSpec("Euler", 2), SamplerSpec("FlowTurbo H/P", 3, "H1P2")]
+    results, context = run_benchmark(tiny_model_settings, samplers=specs, progress=False)
+    for result in results:
+        assert np.isfinite(result.latent_psnr) and result.pixel_psnr is not None  # fidelity
+        assert result.base_evaluations > 0 and result.seconds_per_image[1] > 0  # cost
+        assert result.fid is None and result.kid is None and result.accuracy is None
+    assert context["real_samples"] is None and context["real_vs_real_fid"] is None
+    write_outputs(results, context, tmp_path / "out")
+    report = (tmp_path / "out" / "benchmark.md").read_text()
+    euler = next(line for line in report.splitlines() if line.startswith("| Euler, 2 steps | 2 | 0 |"))
+    assert euler.endswith("| — | — | — |")  # FID, KID, accuracy
+    assert "FID floor (held-out real images" not in report
+
+
+def test_the_benchmark_counts_one_call_s_evaluations_and_removes_its_counter(sd3_pipe):
+    from flowturbo_diffusers import FlowTurboPipeline
+    from flowturbo_diffusers.benchmark.sampling import BenchmarkSamples
+    from flowturbo_diffusers.plan import Plan
+
+    samples = BenchmarkSamples(sd3_pipe, ["a red 7"], [0], dict(CALL_KWARGS["sd3"]), 1, state=None, progress=False)
+    assert samples.count_evaluations(sd3_pipe, {"num_inference_steps": 3}) == (3, 0)  # transformer calls
+    turbo = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=False, plan="H1P2")
+    assert samples.count_evaluations(turbo, {}) == (Plan.parse("H1P2").count_evaluations()["base"], 0)
+    assert hooks_left(sd3_pipe.transformer) == []
+
+
+def test_cache_samplers_hooks_last_only_as_long_as_the_sampler_is_used(sd3_pipe):
+    from flowturbo_diffusers.benchmark.switch import TIMESTEP_HOOK, SamplerSwitch
+
+    def call(pipe, call_kwargs):
+        return pipe("a red 7", generator=torch.Generator().manual_seed(0), output_type="latent", **CALL_KWARGS["sd3"],
+                    **call_kwargs)
+
+    switch = SamplerSwitch(sd3_pipe)
+    assert hooks_left(sd3_pipe.transformer) == []  # nothing installed up front
+    with switch.use(SamplerSpec("Euler + PAB", 4)) as (pipe, call_kwargs):
+        call(pipe, call_kwargs)
+        tracker = pipe.transformer._diffusers_hook.get_hook(TIMESTEP_HOOK)
+        assert tracker.timestep == float(pipe.scheduler.timesteps[-1])  # PAB saw the call's timesteps
+        assert len(hooks_left(pipe.transformer)) > 1  # the tracker and PAB's attention hooks
+    assert hooks_left(sd3_pipe.transformer) == []
+    switch.calibrate_magcache(4, call)
+    assert hooks_left(sd3_pipe.transformer) == []
+    with switch.use(SamplerSpec("Euler + MagCache", 4)) as (pipe, call_kwargs):
+        call(pipe, call_kwargs)
+        assert hooks_left(pipe.transformer)
+    assert hooks_left(sd3_pipe.transformer) == [] and sd3_pipe.scheduler is switch.own_scheduler
 
 
 def test_a_compile_plan_the_benchmark_cannot_run_fails_before_any_work():
-    from flowturbo_diffusers.benchmark.run import flowturbo_spec
+    from flowturbo_diffusers.benchmark.samplers import flowturbo_spec
 
     with pytest.raises(ValueError, match="no refiner"):
         flowturbo_spec("H1P5R3", has_refiner=False)
@@ -220,19 +360,20 @@ def test_a_compile_plan_the_benchmark_cannot_run_fails_before_any_work():
     assert flowturbo_spec("H1P5", has_refiner=False).family == "FlowTurbo H/P"
 
 
+# The quality part of run_benchmark (the timing runs on the main process alone). Six samples in calls of four: one
+# process makes calls of samples 0-3 and 4-5, two make 0-2 and 3-5, so each sample is generated in another batch.
 SHARDED_RUN = '''
 import json, sys
-from flowturbo_diffusers.benchmark.run import BenchmarkSettings, run_benchmark
+from flowturbo_diffusers.benchmark.run import Benchmark, BenchmarkSettings
 from flowturbo_diffusers.benchmark.samplers import SamplerSpec
 
-settings = BenchmarkSettings(quality_samples=6, real_samples=50, reference_steps=8, batch_sizes=(1,), repeats=1,
-                             generation_batch=2)
+settings = BenchmarkSettings(quality_samples=6, real_samples=50, reference_steps=4, generation_batch=4)
 specs = [SamplerSpec("Euler", 4), SamplerSpec("FlowTurbo H/P/R", 4, "H1P1R2")]
-outcome = run_benchmark(settings, samplers=specs, progress=False)
-if outcome is not None:  # the main process
-    results, context = outcome
+bench = Benchmark(settings, progress=False)
+results = bench.measure_all(specs, bench.reference(), bench.real_features())
+if results is not None:  # the main process
     rows = {r.spec.name: [r.latent_psnr, r.pixel_psnr, r.accuracy, r.fid] for r in results}
-    json.dump({"processes": context["num_processes"], "rows": rows}, open(sys.argv[1], "w"))
+    json.dump({"processes": bench.state.num_processes, "rows": rows}, open(sys.argv[1], "w"))
 '''
 
 

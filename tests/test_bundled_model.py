@@ -71,6 +71,22 @@ def test_recorded_classifier_accuracy_matches_a_fresh_evaluation(classifier):
     assert classifier.features(batch.images[:4]).shape == (4, classifier.config.block_out_channels[-1])
 
 
+def test_the_bundled_scorer_asks_for_digits_and_reads_them_back():
+    from flowturbo_diffusers.benchmark.scoring import Scorer
+    from flowturbo_diffusers.bundled import load_bundled_scorer
+
+    scorer = load_bundled_scorer()  # the benchmark's default scorer for the bundled model
+    assert isinstance(scorer, Scorer)
+    prompts, labels = scorer.prompts(20, seed=1)
+    assert labels == [i % 10 for i in range(20)] and all(f" {d} on " in p for p, d in zip(prompts, labels))
+    assert scorer.prompts(20, seed=1) == (prompts, labels)
+    real = scorer.real_images(20, seed=2)
+    assert real.shape == (20, 3, digits.IMAGE_SIZE, digits.IMAGE_SIZE) and 0 <= real.min() and real.max() <= 1
+    assert scorer.features(real).shape == (20, scorer.classifier.config.block_out_channels[-1])
+    rendered = digits.render_batch(20, seed=3)
+    assert scorer.accuracy(rendered.images, rendered.labels.tolist()) >= 0.9
+
+
 def test_recorded_figures_meet_the_targets():
     info = bundled_model_info()
     assert info["sample_accuracy"]["digit_accuracy"] >= 0.90

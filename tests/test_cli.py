@@ -12,11 +12,23 @@ def test_generate_writes_a_grid_and_prints_both_samplers(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FlowTurbo H1P3" in printed and "steps" in printed and "ms" in printed and "faster per image" in printed
     lines = {line.split()[0]: line for line in printed.splitlines() if line.startswith(("Flow", "FlowTurbo"))}
-    assert any(line.split()[-5:-2] == ["4", "5", "0"] for line in lines.values())  # 4 steps, 5 base evaluations
+    assert any(line.split()[-5:-2] == ["4", "4", "0"] for line in lines.values())  # 4 steps, 4 base evaluations
     with Image.open(output) as grid:
         grid.verify()
     with Image.open(output) as grid:
         assert grid.format == "PNG" and grid.size[0] > 128 and grid.size[1] > 128
+
+
+def test_generate_counts_the_baseline_evaluations_and_leaves_no_hook_behind(monkeypatch, sd3_pipe):
+    from conftest import CALL_KWARGS, hooks_left
+
+    from flowturbo_diffusers import generate
+    from flowturbo_diffusers.plan import Plan
+
+    monkeypatch.setattr(generate, "load_default_model", lambda dtype: (sd3_pipe, dict(CALL_KWARGS["sd3"])))
+    runs = generate.compare(refiner="none", plan="H1P2", baseline_steps=3, prompts=["a red 7"], progress=False)
+    assert [run.base_evaluations for run in runs] == [3, Plan.parse("H1P2").count_evaluations()["base"]]
+    assert hooks_left(sd3_pipe.transformer) == []
 
 
 def test_flowturbo_without_a_command_prints_help(capsys):

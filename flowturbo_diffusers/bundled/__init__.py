@@ -4,7 +4,8 @@
   diffusers layout, its refiner (``model/refiner``), its `classifier/` (:class:`~.classifier.DigitClassifier`), the
   recommended call arguments and measured figures in `flowturbo.json`, and a model card. It is written by
   ``examples/train_tiny_pipeline.py`` and ``examples/train_bundled_refiner.py``.
-- :mod:`.digits` renders the procedural training distribution; :mod:`.classifier` is the digit classifier.
+- :mod:`.digits` renders the procedural training distribution; :mod:`.classifier` is the digit classifier;
+  :mod:`.scoring` is the benchmark's scorer for this model (:func:`load_bundled_scorer`).
 
 None of this is needed to use FlowTurbo on another model: it makes the CLI, the examples and the benchmark run offline.
 
@@ -64,6 +65,14 @@ def load_bundled_classifier():
     from .classifier import DigitClassifier
 
     return DigitClassifier.from_pretrained(bundled_model_path() / "classifier").eval()
+
+
+def load_bundled_scorer():
+    """The benchmark's scorer for the bundled model (:class:`~.scoring.DigitScorer` with the bundled classifier):
+    digit prompts, rendered real images, FID/KID features and prompt accuracy."""
+    from .scoring import DigitScorer
+
+    return DigitScorer(load_bundled_classifier())
 
 
 def evaluation_prompts(per_digit: int, seed: int) -> tuple[list[str], list[int], list[str]]:

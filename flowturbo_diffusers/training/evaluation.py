@@ -14,15 +14,6 @@ DEFAULT_OFFSET_SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_SIGMA_EDGES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 1.0)
 
 
-def _latents(pipe, prompts, seeds, steps, call_kwargs):
-    generators = [torch.Generator(pipe._execution_device).manual_seed(seed) for seed in seeds]
-    key = "class_labels" if isinstance(prompts[0], int) else "prompt"
-    kwargs = {key: list(prompts), "generator": generators, "output_type": "latent", **call_kwargs}
-    if steps is not None:
-        kwargs["num_inference_steps"] = steps
-    return pipe(**kwargs).images.float()
-
-
 def relative_error(latents: torch.Tensor, reference: torch.Tensor) -> float:
     """``||latents - reference|| / ||reference||`` over the whole batch."""
     return ((latents - reference).norm() / reference.norm()).item()
@@ -43,23 +34,27 @@ def refiner_errors(
     and with R replaced by H (what a perfect refiner would give at that step count). ``steps`` is needed for fill
     plans such as ``H1P*R3``."""
     from ..refiner import VelocityRefiner
+    from ..reference import heun_pipeline, reference_solve, sample_latents
 
     call_kwargs = _without_steps(call_kwargs)
-    turbo, reference = _reference(pipe, prompts, seeds, reference_steps, call_kwargs)
+    reference = reference_solve(pipe, prompts, seeds, reference_steps, call_kwargs)
+    if steps is not None:
+        call_kwargs["num_inference_steps"] = steps
+    turbo = heun_pipeline(pipe)  # given each refiner and plan in turn
     results = {"plan": plan, "reference": f"Heun, {reference_steps} steps"}
     zero = VelocityRefiner.from_config(refiner.config).to(device=pipe._execution_device)
     for name, candidate in (("trained_refiner", refiner), ("zero_refiner", zero)):
         turbo.load_refiner(candidate)
         turbo.set_plan(plan)
-        results[f"error_{name}"] = relative_error(_latents(turbo, prompts, seeds, steps, call_kwargs), reference)
+        results[f"error_{name}"] = relative_error(sample_latents(turbo, prompts, seeds, call_kwargs), reference)
     scale = refiner.config.offset_scale
     if scale != 1:  # a calibrated refiner: also its error with the offset applied as trained
         turbo.load_refiner(refiner)
         with _offset_scale(refiner, 1.0):
-            latents = _latents(turbo, prompts, seeds, steps, call_kwargs)
+            latents = sample_latents(turbo, prompts, seeds, call_kwargs)
         results["error_trained_refiner_unscaled"] = relative_error(latents, reference)
     turbo.set_plan(plan.replace("R", "H"))
-    results["error_heun_instead_of_R"] = relative_error(_latents(turbo, prompts, seeds, steps, call_kwargs), reference)
+    results["error_heun_instead_of_R"] = relative_error(sample_latents(turbo, prompts, seeds, call_kwargs), reference)
     return results
 
 
@@ -86,6 +81,8 @@ def calibrate_offset_scale(
     """
     from tqdm.auto import tqdm
 
+    from ..reference import heun_pipeline, reference_solve, sample_latents
+
     plans = check_calibration_plans(plans)
     if not scales or any(not (0 <= scale <= 2) for scale in scales):
         raise ValueError(f"Offset scales must be a non-empty list of values in [0, 2], got {scales}.")
@@ -93,7 +90,8 @@ def calibrate_offset_scale(
         raise ValueError(f"Calibration needs one seed per prompt and at least one of each; got {len(prompts)} prompts "
                          f"and {len(seeds)} seeds.")
     call_kwargs = _without_steps(call_kwargs)
-    turbo, reference = _reference(pipe, prompts, seeds, reference_steps, call_kwargs)
+    reference = reference_solve(pipe, prompts, seeds, reference_steps, call_kwargs)
+    turbo = heun_pipeline(pipe)
     turbo.load_refiner(refiner)
     errors = {}
     for scale in tqdm(scales, desc="Calibrating the refiner's offset scale", disable=not progress):
@@ -101,7 +99,7 @@ def calibrate_offset_scale(
             errors[float(scale)] = {}
             for plan in plans:
                 turbo.set_plan(plan)
-                latents = _latents(turbo, prompts, seeds, None, call_kwargs)
+                latents = sample_latents(turbo, prompts, seeds, call_kwargs)
                 errors[float(scale)][plan] = relative_error(latents, reference)
     best = min(errors, key=lambda scale: sum(math.log(error) for error in errors[scale].values()))
     refiner.register_to_config(offset_scale=best)
@@ -161,7 +159,7 @@ def offset_errors_by_sigma(
         call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), transformer.forward)
         truth = call.evaluate_base().double() - velocity.double()
         _place_like(refiner, velocity)
-        offset = refiner.refine(call, velocity).double() - velocity.double()
+        offset = refiner.offset(call, velocity).double()
         error = offset - truth
         ones = torch.ones(len(chunk), dtype=torch.float64, device=truth.device)
         per_sample = torch.stack([ones, mean_product(truth, truth), mean_product(error, error),
@@ -209,12 +207,3 @@ def _offset_scale(refiner, scale: float):
 
 def _without_steps(call_kwargs: dict | None) -> dict:
     return {k: v for k, v in (call_kwargs or {}).items() if k != "num_inference_steps"}
-
-
-def _reference(pipe, prompts, seeds, reference_steps: int, call_kwargs: dict):
-    """A FlowTurbo view of ``pipe`` without a refiner, and its ``reference_steps`` Heun solve."""
-    from ..pipeline import FlowTurboPipeline
-
-    turbo = FlowTurboPipeline.from_pipe(pipe, refiner=False, plan="H*")
-    turbo.set_progress_bar_config(disable=True)
-    return turbo, _latents(turbo, prompts, seeds, reference_steps, call_kwargs)
