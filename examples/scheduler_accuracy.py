@@ -1,8 +1,9 @@
 """How close do Euler, Heun and FlowTurbo's H/P plans get to the exact ODE solution, at equal cost?
 
-Runs one pipeline (the bundled model by default, offline) from the
-same noise and prompt with each sampler, at several budgets of base-model evaluations, and prints the RMSE of the
-final latents against a many-step Heun reference solution.
+Runs one pipeline (the bundled model by default, offline) from the same noise and prompt with each sampler, at several
+budgets of base-model evaluations, and prints the RMSE of the final latents against a many-step Heun reference
+solution. "at sigma 0" is FlowTurbo H1P* with ``evaluate_at_zero=True``: the last step evaluates the model at sigma 0
+instead of ending with an Euler step (docs/scheduler.md, "The last step").
 
     python examples/scheduler_accuracy.py --budgets 5 9 17
 """
@@ -17,6 +18,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteSche
 from transformers.utils import logging as transformers_logging
 
 from flowturbo_diffusers import FlowTurboScheduler, Plan
+from flowturbo_diffusers.hooks import count_calls
 
 
 def load_pipeline(model: str | None):
@@ -29,16 +31,26 @@ def load_pipeline(model: str | None):
     return load_default_model()
 
 
+def steps_for_budget(plan: str, budget: int, evaluate_at_zero: bool = False) -> int | None:
+    """The most steps of ``plan`` whose base-model evaluations fit ``budget`` (``None`` if none do)."""
+    parsed = Plan.parse(plan)
+    fitting = [n for n in range(max(parsed.fixed_steps, 1), budget + 2)
+               if parsed.count_evaluations(n, evaluate_at_zero)["base"] <= budget]
+    return max(fitting) if fitting else None
+
+
 def samplers_for_budget(budget: int):
-    """(name, scheduler class, plan, num_inference_steps) whose base-model evaluations fit ``budget``."""
+    """(name, scheduler class, scheduler kwargs, num_inference_steps) whose base-model evaluations fit ``budget``."""
     candidates = [
-        ("Euler", FlowMatchEulerDiscreteScheduler, None, budget),
-        ("Heun (diffusers)", FlowMatchHeunDiscreteScheduler, None, (budget + 1) // 2),
-        ("FlowTurbo H*", FlowTurboScheduler, "H*", budget // 2),
-        ("FlowTurbo H1P*", FlowTurboScheduler, "H1P*", budget - 1),
-        ("FlowTurbo H2P*", FlowTurboScheduler, "H2P*", budget - 2),
+        ("Euler", FlowMatchEulerDiscreteScheduler, {}, budget),
+        ("Heun (diffusers)", FlowMatchHeunDiscreteScheduler, {}, (budget + 1) // 2),
+        ("FlowTurbo H*", FlowTurboScheduler, {"plan": "H*"}, steps_for_budget("H*", budget)),
+        ("FlowTurbo H1P*", FlowTurboScheduler, {"plan": "H1P*"}, steps_for_budget("H1P*", budget)),
+        ("  at sigma 0", FlowTurboScheduler, {"plan": "H1P*", "evaluate_at_zero": True},
+         steps_for_budget("H1P*", budget, evaluate_at_zero=True)),
+        ("FlowTurbo H2P*", FlowTurboScheduler, {"plan": "H2P*"}, steps_for_budget("H2P*", budget)),
     ]
-    return [c for c in candidates if c[3] >= 1 and not (c[2] and c[3] < Plan.parse(c[2]).fixed_steps)]
+    return [c for c in candidates if c[3]]
 
 
 def main():
@@ -54,18 +66,16 @@ def main():
     pipe, call_kwargs = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     own_config = copy.deepcopy(pipe.scheduler.config)
-    calls = {"count": 0}
-    pipe.transformer.register_forward_pre_hook(lambda *_: calls.__setitem__("count", calls["count"] + 1))
 
     def run(scheduler, steps):
         pipe.scheduler = scheduler
-        calls["count"] = 0
         generators = [torch.Generator().manual_seed(seed) for seed in range(args.seeds)]
-        latents = pipe(
-            [args.prompt] * args.seeds, num_inference_steps=steps, generator=generators, output_type="latent",
-            **call_kwargs,
-        ).images
-        return latents.float(), calls["count"]
+        with count_calls(pipe.transformer) as calls:
+            latents = pipe(
+                [args.prompt] * args.seeds, num_inference_steps=steps, generator=generators, output_type="latent",
+                **call_kwargs,
+            ).images
+        return latents.float(), calls.count
 
     reference, _ = run(FlowMatchHeunDiscreteScheduler.from_config(own_config), args.reference_steps)
     check, _ = run(FlowMatchHeunDiscreteScheduler.from_config(own_config), args.reference_steps // 2)
@@ -74,8 +84,7 @@ def main():
           f"{(check - reference).pow(2).mean().sqrt().item() / scale:.2e} (relative RMSE)\n")
     print(f"{'budget':>6}  {'sampler':<18} {'steps':>5} {'evals':>5}  relative RMSE")
     for budget in args.budgets:
-        for name, scheduler_class, plan, steps in samplers_for_budget(budget):
-            kwargs = {"plan": plan} if plan else {}
+        for name, scheduler_class, kwargs, steps in samplers_for_budget(budget):
             latents, evaluations = run(scheduler_class.from_config(own_config, **kwargs), steps)
             error = (latents - reference).pow(2).mean().sqrt().item() / scale
             print(f"{budget:>6}  {name:<18} {steps:>5} {evaluations:>5}  {error:.2e}")

@@ -62,21 +62,18 @@ def _plans_table(plans) -> str:
     for plan in plans:
         parsed = Plan.parse(plan)
         if parsed.is_fill:
-            rows.append(f"| `{plan}` | N ≥ {parsed.fixed_steps} | {_fill_formula(parsed)} | {2 * _count(parsed, 'R')} |")
+            rows.append(f"| `{plan}` | N ≥ {parsed.fixed_steps} | {_fill_formula(parsed, 'base')} | "
+                        f"{_fill_formula(parsed, 'refiner')} |")
         else:
             counts = parsed.count_evaluations()
             rows.append(f"| `{plan}` | {parsed.num_steps} | {counts['base']} | {counts['refiner']} |")
     return "\n".join(rows)
 
 
-def _count(plan: Plan, kind: str) -> int:
-    return sum(count or 0 for k, count in plan.segments if k == kind)
-
-
-def _fill_formula(plan: Plan) -> str:
-    """Base evaluations of a fill plan at N steps, as ``a·N + b`` (the count is linear in N)."""
-    first = plan.fixed_steps + 1
-    at_first, at_next = (plan.count_evaluations(n)["base"] for n in (first, first + 1))
+def _fill_formula(plan: Plan, key: str) -> str:
+    """``key`` ("base" or "refiner") evaluations of a fill plan at N steps, as ``a·N + b`` (the count is linear in N)."""
+    first = max(plan.fixed_steps, 1) + 1
+    at_first, at_next = (plan.count_evaluations(n)[key] for n in (first, first + 1))
     slope = at_next - at_first
     offset = at_first - slope * first
     term = {0: "", 1: "N"}.get(slope, f"{slope}N")

@@ -108,6 +108,34 @@ class FlowTurboPipelineMixin:
         self.last_evaluation_counts = dict(self.scheduler.run.counts)
         return output
 
+    def get_timesteps(self, *args, **kwargs):
+        """The pipeline's own ``get_timesteps`` (img2img and inpaint ``strength``), mapped onto the plan's steps, so that
+        a run starts at the same sigma as with the pipeline's own scheduler, whatever the plan.
+
+        Pipelines count strength in scheduler entries (``timesteps[t_start * order:]``), but FlowTurbo's entries are
+        model evaluations. The pipeline's own ``get_timesteps`` is run on the grid (one timestep per step, as its own
+        scheduler lists them) to find its start step, and the run is laid out from that step
+        (:meth:`FlowTurboScheduler.begin_at_step`). Pipelines with another ``get_timesteps`` signature (LTXCondition
+        slices its sigmas before ``set_timesteps``) need nothing and are passed through.
+        """
+        own = super().get_timesteps
+        scheduler = self.scheduler
+        parameters = list(inspect.signature(own).parameters)
+        if (not isinstance(scheduler, FlowTurboScheduler) or scheduler.sigma_grid is None
+                or parameters not in (["num_inference_steps", "strength", "device"],
+                                      ["num_inference_steps", "timesteps", "strength", "device"])):
+            return own(*args, **kwargs)
+        arguments = inspect.signature(own).bind(*args, **kwargs).arguments
+        steps = scheduler.num_inference_steps
+        arguments["num_inference_steps"] = steps
+        grid_timesteps = scheduler.run.grid_timesteps.to(scheduler.timesteps.device)
+        if "timesteps" in arguments:
+            arguments["timesteps"] = grid_timesteps
+        with scheduler.grid_view(grid_timesteps):
+            grid_slice, remaining = own(**arguments)
+        timesteps = scheduler.begin_at_step(steps - len(grid_slice))
+        return timesteps, remaining
+
     # ----------------------------------------------------------------------------------------------------------------
     # Compilation
     # ----------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ takes every step the pipeline's ``num_inference_steps`` leaves over, so ``"H1P*"
 
 This module is pure bookkeeping (no torch): it parses plans, resolves them to a step count and lays out the model
 evaluations a plan needs, which is what the scheduler hands to a diffusers pipeline as ``timesteps``.
+
+No evaluation happens at sigma 0 unless asked for (``evaluate_at_zero``): the step onto the data ends with an Euler
+step from its start velocity, as diffusers' ``FlowMatchHeunDiscreteScheduler`` and k-diffusion's ``sample_heun`` end,
+because some pipelines divide by sigma (LTX2 converts velocities to x0 and back) and get NaN there. An H step there
+then costs 1 evaluation, an R step 1 refiner evaluation, and a P step none (it is an Euler step with the reused
+velocity). Every step before it keeps its second order, so the run stays second order (docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ STEP_KINDS = {
 }
 FILL = "*"
 DEFAULT_PLAN = "H1P*"
+MAX_STEPS = 10_000  # far above any sampling run; bounds what a plan or a step count may ask for
 EXAMPLE = "valid plans look like 'H1P5R3' (9 steps) or 'H1P*' (fills any step count)"
 
 _TOKEN = re.compile(r"([A-Za-z])(\*|[+-]?\d+)?")
@@ -80,11 +87,17 @@ class Plan:
                 raise ValueError(
                     f"Step counts must be positive, got '{letter}{count}' in plan {plan!r}; {EXAMPLE}."
                 )
+            if int(count) > MAX_STEPS:
+                raise ValueError(
+                    f"Step count {int(count)} in plan {plan!r} is more than {MAX_STEPS:,} steps; {EXAMPLE}."
+                )
             segments.append((letter, int(count)))
         if position != len(text):
             raise ValueError(f"Cannot read {text[position:]!r} in plan {plan!r}; {EXAMPLE}.")
         if sum(count is None for _, count in segments) > 1:
             raise ValueError(f"Plan {plan!r} has more than one '*' segment; only one kind can fill; {EXAMPLE}.")
+        if sum(count or 0 for _, count in segments) > MAX_STEPS:
+            raise ValueError(f"Plan {plan!r} has more than {MAX_STEPS:,} steps in all; {EXAMPLE}.")
         if segments[0][0] == REFINER:
             cls._raise_refiner_first(plan)
         return cls(tuple(segments))
@@ -112,23 +125,28 @@ class Plan:
         """The plan's step count, or ``None`` for a fill plan (its count comes from the pipeline)."""
         return None if self.is_fill else self.fixed_steps
 
-    def kinds(self, num_steps: int | None = None) -> tuple[str, ...]:
-        """The step kind of each interval, for ``num_steps`` intervals (``None``: the plan's own count)."""
+    def kinds(self, num_steps: int | None = None, source: str = "num_inference_steps") -> tuple[str, ...]:
+        """The step kind of each interval, for ``num_steps`` intervals (``None``: the plan's own count).
+
+        ``source`` names the argument the step count came from (``num_inference_steps``, or ``sigmas`` or
+        ``timesteps`` when a pipeline passes a grid), so that an error says what to change.
+        """
         if num_steps is None:
             if self.is_fill:
                 raise ValueError(f"Plan '{self}' fills the pipeline's step count; pass num_steps.")
             num_steps = self.fixed_steps
+        check_step_count(num_steps, source)
         if self.is_fill and num_steps < self.fixed_steps:
             raise ValueError(
-                f"Plan '{self}' needs at least {self.fixed_steps} steps but {num_steps} were requested; "
-                f"raise num_inference_steps to {self.fixed_steps} or more, or use a shorter plan."
+                f"Plan '{self}' needs at least {self.fixed_steps} steps but {_requested(num_steps, source)}; "
+                f"{_ask_for(self.fixed_steps, source, 'or more')}, or use a shorter plan."
             )
         if not self.is_fill and num_steps != self.fixed_steps:
             more_or_fewer = "more" if self.fixed_steps > num_steps else "fewer"
             fill = str(Plan(tuple((k, None if i == self._longest() else c) for i, (k, c) in enumerate(self.segments))))
             raise ValueError(
-                f"Plan '{self}' has {self.fixed_steps} steps, {more_or_fewer} than the {num_steps} requested "
-                f"(num_inference_steps={num_steps}). Pass num_inference_steps={self.fixed_steps}, or use a plan "
+                f"Plan '{self}' has {self.fixed_steps} steps, {more_or_fewer} than the {num_steps} "
+                f"{_requested(num_steps, source, short=True)}. {_ask_for(self.fixed_steps, source)}, or use a plan "
                 f"that fills the requested count, such as '{fill}'."
             )
         fill_count = num_steps - self.fixed_steps
@@ -147,28 +165,58 @@ class Plan:
             f"none exists yet. Start with H, P or E, e.g. 'H1P5R3'."
         )
 
-    def evaluations(self, num_steps: int | None = None) -> tuple[Evaluation, ...]:
+    def evaluations(self, num_steps: int | None = None, evaluate_at_zero: bool = False) -> tuple[Evaluation, ...]:
         """The plan's model evaluations in call order; see :func:`evaluation_layout`."""
-        return evaluation_layout(self.kinds(num_steps))
+        return evaluation_layout(self.kinds(num_steps), evaluate_at_zero)
 
-    def count_evaluations(self, num_steps: int | None = None) -> dict[str, int]:
-        """Base-model and refiner evaluations of a whole run: ``{"base": 2H + P + E (+1 if P first), "refiner": 2R}``."""
-        evaluations = self.evaluations(num_steps)
+    def count_evaluations(self, num_steps: int | None = None, evaluate_at_zero: bool = False) -> dict[str, int]:
+        """Base-model and refiner evaluations of a whole run: ``{"base": 2H + P + E (+1 if P first), "refiner": 2R}``,
+        less the evaluation at sigma 0 (unless ``evaluate_at_zero``): 1 fewer if the plan ends with H or P, 1 fewer
+        refiner evaluation if it ends with R."""
+        evaluations = self.evaluations(num_steps, evaluate_at_zero)
         refiner = sum(e.kind == REFINER for e in evaluations)
         return {"base": len(evaluations) - refiner, "refiner": refiner}
 
 
-def evaluation_layout(kinds: tuple[str, ...] | list[str]) -> tuple[Evaluation, ...]:
+def check_step_count(num_steps, source: str = "num_inference_steps") -> int:
+    """``num_steps`` if it is a whole number from 1 to :data:`MAX_STEPS`, else a ``ValueError`` naming ``source``."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) and not (
+        hasattr(num_steps, "__index__") and not isinstance(num_steps, float)
+    ):
+        raise ValueError(f"{source} must be a whole number of steps, such as 8; got {num_steps!r}.")
+    num_steps = int(num_steps)
+    if not 1 <= num_steps <= MAX_STEPS:
+        raise ValueError(f"{source} must be between 1 and {MAX_STEPS:,} steps, such as 8; got {num_steps}.")
+    return num_steps
+
+
+def _requested(num_steps: int, source: str, short: bool = False) -> str:
+    if source == "num_inference_steps":
+        return f"requested (num_inference_steps={num_steps})" if short else f"num_inference_steps={num_steps}"
+    what = "sigmas" if source == "sigmas" else "timesteps"
+    return f"that the pipeline's {num_steps} {what} ask for" if short else f"the pipeline passed {num_steps} {what}"
+
+
+def _ask_for(steps: int, source: str, qualifier: str = "") -> str:
+    extra = f" {qualifier}" if qualifier else ""
+    if source == "num_inference_steps":
+        return f"Pass num_inference_steps={steps}{extra}"
+    return f"Pass {steps}{extra} {source} (one per step) or num_inference_steps={steps}{extra}"
+
+
+def evaluation_layout(kinds: tuple[str, ...] | list[str], evaluate_at_zero: bool = False) -> tuple[Evaluation, ...]:
     """Lay out the velocity evaluations of a sequence of step kinds.
 
     H and R steps evaluate at their start point and at their predicted point; E at its start point only; P only at
     its predicted point, reusing the last velocity of the step before, except when no step came before (then it
-    evaluates its start point first, which makes it a Heun step).
+    evaluates its start point first, which makes it a Heun step). The last step's predicted point lies at sigma 0;
+    unless ``evaluate_at_zero``, it is not evaluated, and the last step ends with an Euler step (module docstring).
     """
     layout = []
+    last = len(kinds) - 1
     for step, kind in enumerate(kinds):
         if kind != PSEUDO_CORRECTOR or step == 0:
             layout.append(Evaluation(step, kind, "start"))
-        if kind != EULER:
+        if kind != EULER and (step < last or evaluate_at_zero):
             layout.append(Evaluation(step, kind, "predicted"))
     return tuple(layout)

@@ -9,7 +9,6 @@ and replaced at every ``set_timesteps``, the two cannot drift out of step, and n
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -34,25 +33,29 @@ class SamplingRun:
         evaluations: The plan's evaluations in call order, one per entry of the scheduler's ``timesteps``.
         sigma_grid: The ``N + 1`` sigmas of the grid, ending at 0 (float32, CPU).
         step_sizes: ``h_i = sigma_{i+1} - sigma_i`` per step, shape ``(N,)``, on the sampling device.
+        kinds: The step kind of each of the ``N`` steps.
+        grid_timesteps: The ``N`` timesteps the model sees at the grid points (float32, CPU).
         begin_index: The entry the pipeline starts at (img2img), or ``None`` for the first.
         index: The entry whose ``step()`` comes next; ``None`` before the first ``step()``.
         held_velocity: The scheduler's held velocity (float32): ``v0`` between the two evaluations of an H, R or
             leading P step, or the ``v1`` a following P step reuses.
+        held_step_size: The step size that goes with it (per token when the pipeline passes per-token timesteps).
         branches: The refiner's velocities per guidance branch (:meth:`branch`).
         counts: Base-model and refiner evaluations answered so far, counted per transformer call (so per guidance
             branch when the pipeline calls the branches separately).
-        thread: The thread that runs the pipeline call; the routing hook leaves calls from other threads alone.
     """
 
     evaluations: tuple[Evaluation, ...] = ()
     sigma_grid: torch.Tensor | None = None
     step_sizes: torch.Tensor | None = None
+    kinds: tuple[str, ...] = ()
+    grid_timesteps: torch.Tensor | None = None
     begin_index: int | None = None
     index: int | None = None
     held_velocity: torch.Tensor | None = None
+    held_step_size: torch.Tensor | None = None
     branches: dict[tuple, BranchVelocities] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"base": 0, "refiner": 0})
-    thread: int = field(default_factory=threading.get_ident)
     _calls_in_evaluation: tuple[int | None, dict] = (None, {})
 
     @property

@@ -25,18 +25,23 @@ def test_fill_plan_takes_the_steps_left_over():
 
 
 @pytest.mark.parametrize(
-    "plan, counts",
+    "plan, base, refiner",
     [
-        ("H1P5R3", {"base": 2 + 5, "refiner": 6}),
-        ("H8P9R5", {"base": 16 + 9, "refiner": 10}),
-        ("P3", {"base": 3 + 1, "refiner": 0}),
-        ("E4", {"base": 4, "refiner": 0}),
-        ("H3E1", {"base": 7, "refiner": 0}),
-        ("P2H1E2R1", {"base": 2 + 1 + 2 + 2, "refiner": 2}),
+        ("H1P5R3", 2 + 5, 6 - 1),
+        ("H8P9R5", 16 + 9, 10 - 1),
+        ("P3", 3 + 1 - 1, 0),
+        ("E4", 4, 0),
+        ("H3E1", 7, 0),
+        ("P2H1E2R1", 2 + 1 + 2 + 2, 2 - 1),
+        ("H1P5", 2 + 5 - 1, 0),
     ],
 )
-def test_evaluation_count_is_2H_plus_P_plus_E_plus_one_for_a_leading_P(plan, counts):
-    assert Plan.parse(plan).count_evaluations() == counts
+def test_evaluation_count_is_2H_plus_P_plus_E_plus_one_for_a_leading_P_less_the_one_at_sigma_zero(plan, base, refiner):
+    parsed = Plan.parse(plan)
+    assert parsed.count_evaluations() == {"base": base, "refiner": refiner}
+    at_zero = parsed.count_evaluations(evaluate_at_zero=True)
+    ends_with = parsed.kinds()[-1]
+    assert at_zero == {"base": base + (ends_with in "HP"), "refiner": refiner + (ends_with == "R")}
 
 
 def test_layout_evaluates_P_only_at_its_predicted_point():
@@ -46,7 +51,8 @@ def test_layout_evaluates_P_only_at_its_predicted_point():
         Evaluation(1, "P", "predicted"),
         Evaluation(2, "E", "start"),
     )
-    assert [e.sigma_index for e in evaluation_layout(("H", "P", "P"))] == [0, 1, 2, 3]
+    assert [e.sigma_index for e in evaluation_layout(("H", "P", "P"), evaluate_at_zero=True)] == [0, 1, 2, 3]
+    assert [e.sigma_index for e in evaluation_layout(("H", "P", "P"))] == [0, 1, 2]  # no evaluation at sigma 0
 
 
 def test_a_leading_P_evaluates_its_start_point_too():
@@ -83,10 +89,30 @@ def test_fixed_plan_with_fewer_steps_than_requested_is_an_error():
 
 
 def test_fill_plan_with_too_few_steps_names_the_minimum():
-    with pytest.raises(ValueError, match="needs at least 4 steps but 3 were requested"):
+    with pytest.raises(ValueError, match="needs at least 4 steps but num_inference_steps=3"):
         Plan.parse("H1P*R3").kinds(3)
 
 
 def test_fill_that_leaves_R_first_is_refused():
     with pytest.raises(ValueError, match="starts with a refiner step"):
         Plan.parse("P*R3").kinds(3)
+
+
+def test_a_huge_step_count_is_a_value_error_not_a_memory_error():
+    with pytest.raises(ValueError, match="more than 10,000 steps") as error:
+        Plan.parse("H99999999999")
+    assert "H1P5R3" in str(error.value)
+    with pytest.raises(ValueError, match="num_inference_steps must be between 1 and 10,000"):
+        Plan.parse("H1P*").kinds(10**9)
+
+
+@pytest.mark.parametrize("steps", [2.5, "8", True])
+def test_a_step_count_that_is_not_a_whole_number_names_the_argument(steps):
+    plan = Plan.parse("H1P*")
+    with pytest.raises(ValueError, match="num_inference_steps must be a whole number of steps, such as 8"):
+        plan.kinds(steps)
+
+
+def test_a_wrong_number_of_sigmas_is_reported_as_sigmas():
+    with pytest.raises(ValueError, match=r"the pipeline's 8 sigmas ask for. Pass 6 sigmas \(one per step\)"):
+        Plan.parse("H1P5").kinds(8, source="sigmas")

@@ -90,8 +90,8 @@ def test_E_plan_reproduces_flow_match_euler(config):
 
 
 def test_pseudo_corrector_reuses_the_velocity_of_the_predicted_point():
-    """One H step then one P step, written out from method.md."""
-    scheduler = FlowTurboScheduler(plan="H1P1")
+    """One H step then one P step, written out from method.md (with the evaluation at sigma 0 it makes)."""
+    scheduler = FlowTurboScheduler(plan="H1P1", evaluate_at_zero=True)
     sigmas = np.array([1.0, 0.6])
     x0 = torch.tensor([0.3, -1.2])
     velocity = oscillating_velocity
@@ -106,6 +106,35 @@ def test_pseudo_corrector_reuses_the_velocity_of_the_predicted_point():
     x2 = x1 + (s2 - s1) / 2 * (v1 + v2)
     assert calls == 3
     torch.testing.assert_close(latents, x2)
+
+
+def test_by_default_the_last_step_is_an_euler_step_without_an_evaluation_at_sigma_zero():
+    """H1P1 as above, except that the P step onto sigma 0 is an Euler step with the reused velocity v1."""
+    velocity = oscillating_velocity
+    x0 = torch.tensor([0.3, -1.2])
+    seen = []
+
+    def recording_velocity(x, sigma):
+        seen.append(float(sigma))
+        return velocity(x, sigma)
+
+    latents, calls = integrate(FlowTurboScheduler(plan="H1P1"), recording_velocity, x0, sigmas=np.array([1.0, 0.6]))
+    s0, s1, s2 = 1.0, 0.6, 0.0
+    v0 = velocity(x0, torch.tensor(s0))
+    v1 = velocity(x0 + (s1 - s0) * v0, torch.tensor(s1))
+    x1 = x0 + (s1 - s0) / 2 * (v0 + v1)
+    assert calls == 2 and 0.0 not in seen
+    torch.testing.assert_close(latents, x1 + (s2 - s1) * v1)
+
+
+@pytest.mark.parametrize("plan, last_step_evaluations", [("H3", 1), ("H2P1", 0), ("H2R1", 1), ("H2E1", 1)])
+def test_no_plan_evaluates_at_sigma_zero_unless_asked(plan, last_step_evaluations):
+    for evaluate_at_zero in (False, True):
+        scheduler = FlowTurboScheduler(plan=plan, evaluate_at_zero=evaluate_at_zero)
+        scheduler.set_timesteps(3)
+        last = [e for e in scheduler.evaluations if e.step == 2]
+        assert (scheduler.sigmas[:-1] == 0).any() == (evaluate_at_zero and plan[-2] != "E")
+        assert len(last) == last_step_evaluations + (evaluate_at_zero and plan[-2] != "E")
 
 
 def test_step_keeps_the_input_dtype_and_computes_in_float32():
@@ -169,5 +198,42 @@ def test_R_steps_without_a_refiner_run_as_heun_and_warn_once(caplog):
     warnings = [r for r in caplog.records if "no refiner is attached" in r.getMessage()]
     assert len(warnings) == 1
     heun, heun_calls = integrate(FlowTurboScheduler(plan="H1P2H2"), velocity, noise, 5)
-    assert calls == heun_calls == 2 + 2 + 4
+    assert calls == heun_calls == 2 + 2 + 4 - 1  # no evaluation at sigma 0
     torch.testing.assert_close(refined, heun)
+
+
+def _per_token_loop(scheduler, latents, token_timesteps):
+    """A loop like LTXCondition's: per-token timesteps min(t, token cap), the negative velocity passed to step()."""
+    scheduler.set_timesteps(6)
+    for t in scheduler.timesteps:
+        per_token = torch.minimum(t.expand(token_timesteps.shape), token_timesteps)
+        velocity = oscillating_velocity(latents, (per_token / 1000)[..., None])
+        latents = scheduler.step(-velocity, t, latents, per_token_timesteps=per_token, return_dict=False)[0]
+    return latents
+
+
+@pytest.mark.parametrize("plan", ["H*", "H1P*", "H1P*E1", "E*"])
+def test_per_token_timesteps_step_each_token_from_its_own_sigma(plan):
+    latents = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
+    free = torch.full((2, 6), 1000.0)
+    conditioned = free.clone()
+    conditioned[:, :2] = 0.0  # clean conditioning tokens (sigma 0) must not move
+    plain = FlowTurboScheduler(plan=plan, shift=3.0)
+    expected = _run_loop(plain, oscillating_velocity, latents, 6)
+    torch.testing.assert_close(_per_token_loop(FlowTurboScheduler(plan=plan, shift=3.0), latents, free), expected)
+    mixed = _per_token_loop(FlowTurboScheduler(plan=plan, shift=3.0), latents, conditioned)
+    torch.testing.assert_close(mixed[:, :2], latents[:, :2], rtol=0, atol=0)
+    torch.testing.assert_close(mixed[:, 2:], expected[:, 2:])
+
+
+def test_per_token_euler_steps_match_flow_match_euler():
+    latents = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(1))
+    caps = torch.tensor([[1000.0, 700.0, 400.0, 0.0, 1000.0, 90.0]] * 2)
+    ours = _per_token_loop(FlowTurboScheduler(plan="E*", shift=3.0), latents, caps)
+    euler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    torch.testing.assert_close(ours, _per_token_loop(euler, latents, caps))
+
+
+def test_scale_model_input_returns_the_sample_unchanged():
+    sample = torch.randn(1, 4, 8, 8)
+    assert FlowTurboScheduler().scale_model_input(sample, torch.tensor(500.0)) is sample
