@@ -52,9 +52,12 @@ class TransformerAdapter:
     unbatched_arguments: tuple[str, ...] = ()  # tensors shared by the whole batch (Flux's token positions)
 
     def fingerprint(self, config) -> dict[str, Any]:
-        """What a refiner must match in a base transformer: class, layout, channels, patch size, conditioning."""
+        """What a refiner must match in a base transformer: class, layout, channels, patch size, conditioning, and
+        ``architecture``, a hash of every public key of the transformer's config (the keys that shape the model, as
+        ``register_to_config`` records them), so a base with other depth or width but the same channels differs."""
         patch = config.get("patch_size", 1)
         return {
+            "architecture": architecture_hash(config),
             "transformer": self.class_name,
             "layout": self.layout,
             "in_channels": config["in_channels"],
@@ -138,6 +141,16 @@ def adapter_for(transformer: torch.nn.Module | str) -> TransformerAdapter:
         f"FlowTurbo refiners do not support {name} yet; supported transformers: {', '.join(sorted(ADAPTERS))}. "
         "The training-free FlowTurboScheduler (H/P/E plans) works with any flow pipeline."
     )
+
+
+def architecture_hash(config) -> str:
+    """A short, stable hash of a model config's public keys (not ``_name_or_path``, ``_diffusers_version``...)."""
+    import hashlib
+    import json
+
+    public = {key: value for key, value in dict(config).items() if not key.startswith("_")}
+    text = json.dumps(public, sort_keys=True, default=lambda value: list(value) if isinstance(value, tuple) else str(value))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def velocity_of(output) -> torch.Tensor:

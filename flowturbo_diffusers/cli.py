@@ -27,12 +27,43 @@ def add_generate_parser(subparsers) -> None:
     parser.add_argument("--baseline-steps", type=int, help="steps for the pipeline's own scheduler")
     parser.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeat for several)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance-scale", type=float)
+    add_call_arguments(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--output", default="flowturbo_grid.png", help="PNG to write (default: flowturbo_grid.png)")
     add_compile_argument(parser)
     parser.set_defaults(run=run_generate)
+
+
+def add_call_arguments(parser) -> None:
+    """The pipeline call arguments a model needs: ``--pipeline-kwargs`` (any, as JSON) and the usual three flags."""
+    parser.add_argument("--pipeline-kwargs", metavar="JSON", default="{}",
+                        help="pipeline call arguments as a JSON object, e.g. '{\"max_sequence_length\": 32, "
+                        "\"true_cfg_scale\": 4, \"negative_prompt\": \"\"}' (the flags below override its keys)")
+    parser.add_argument("--guidance-scale", type=float)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+
+
+def call_arguments(args) -> dict:
+    """The call arguments of ``add_call_arguments``: ``--pipeline-kwargs`` with the explicit flags on top.
+
+    Raises ``SystemExit`` with a clear message for JSON that is not an object of argument names.
+    """
+    import json
+
+    try:
+        arguments = json.loads(args.pipeline_kwargs)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--pipeline-kwargs is not valid JSON ({error.msg} at character {error.pos}): "
+                         f"{args.pipeline_kwargs!r}. Write e.g. '{{\"max_sequence_length\": 32}}'.") from error
+    if not isinstance(arguments, dict):
+        raise SystemExit(f"--pipeline-kwargs must be a JSON object of pipeline call arguments, got {type(arguments).__name__}: "
+                         f"{args.pipeline_kwargs!r}. Write e.g. '{{\"max_sequence_length\": 32}}'.")
+    for key in ("guidance_scale", "height", "width"):
+        if getattr(args, key, None) is not None:
+            arguments[key] = getattr(args, key)
+    return arguments
 
 
 def add_compile_argument(parser) -> None:
@@ -52,7 +83,7 @@ def compile_mode(args):
 def run_generate(args) -> int:
     from .generate import DEFAULT_PROMPTS, compare, report, save_grid
 
-    call_kwargs = {"guidance_scale": args.guidance_scale} if args.guidance_scale is not None else {}
+    call_kwargs = call_arguments(args)
     prompts = args.prompts or DEFAULT_PROMPTS
     runs = compare(
         model=args.model,
@@ -104,9 +135,7 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--ema-decay", type=float, help="keep an EMA of the weights with this decay (e.g. 0.999)")
     parser.add_argument("--record-steps", type=int, help="the pipeline's own step count for the teacher trajectories")
-    parser.add_argument("--guidance-scale", type=float)
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
+    add_call_arguments(parser)
     parser.add_argument("--hidden-size", type=int, help="refiner width (default: derived from the base model)")
     parser.add_argument("--eval-plan", default="H1P5R3", help="plan for the quality figures in the model card")
     parser.add_argument("--calibration-plans", nargs="+", metavar="PLAN",
@@ -122,7 +151,7 @@ def add_train_parser(subparsers) -> None:
 def run_train(args) -> int:
     from .training import RefinerTrainingConfig, train_refiner
 
-    call_kwargs = {key: getattr(args, key) for key in ("guidance_scale", "height", "width") if getattr(args, key)}
+    call_kwargs = call_arguments(args)
     model = args.model
     if model is None:
         from .bundled import BUNDLED_CALL_DEFAULTS, bundled_model_path
@@ -159,6 +188,8 @@ def run_train(args) -> int:
         push_to_hub=args.push_to_hub,
         hub_private=args.private or None,
     )
+    print(f"Pipeline call arguments for the teacher's trajectories: {call_kwargs or 'the pipeline defaults'} (give the "
+          "model's own with --pipeline-kwargs, --height and --width)")
     result = train_refiner(model, prompt_file=args.prompts, class_labels=labels, images=args.images, config=config)
     print(f"Final loss {result.final_loss:.4g}; refiner written to {result.output_dir}")
     if result.metrics:
@@ -187,9 +218,7 @@ def add_calibrate_parser(subparsers) -> None:
                         help="candidate scales (default 0.2 to 1 in steps of 0.1)")
     parser.add_argument("--reference-steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20_000, help="first noise seed")
-    parser.add_argument("--guidance-scale", type=float)
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
+    add_call_arguments(parser)
     parser.set_defaults(run=run_calibrate)
 
 
@@ -219,7 +248,7 @@ def _pipeline_and_prompts(args):
     """The pipeline (``--model`` or the bundled one), its call arguments and the prompts to use."""
     from .training import read_prompts
 
-    call_kwargs = {key: getattr(args, key) for key in ("guidance_scale", "height", "width") if getattr(args, key)}
+    call_kwargs = call_arguments(args)
     if args.model is None:
         from .bundled import digits
         from .bundled import BUNDLED_CALL_DEFAULTS, load_bundled_pipeline
@@ -262,6 +291,7 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="two points per sampler family (a smoke test)")
     parser.add_argument("--compile-plan", default="H1P5R3", help="plan for the compiled-vs-eager comparison")
     add_compile_argument(parser)
+    add_call_arguments(parser)
     parser.add_argument("--num-processes", type=int, default=1,
                         help="split generation over this many processes (relaunches under accelerate launch)")
     parser.add_argument("--from-results", action="store_true",
@@ -286,7 +316,7 @@ def run_bench(args) -> int:
     settings = BenchmarkSettings(
         model=args.model, refiner=args.refiner, quality_samples=args.quality_samples, real_samples=args.real_samples,
         reference_steps=args.reference_steps, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
-        seed=args.seed, quick=args.quick, drift_window=args.drift_window,
+        seed=args.seed, quick=args.quick, drift_window=args.drift_window, call_kwargs=call_arguments(args),
     )
     mode = compile_mode(args)
     command = "flowturbo " + " ".join(args.argv)

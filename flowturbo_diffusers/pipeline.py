@@ -29,8 +29,13 @@ _MIXED_CLASSES: dict[type, type] = {}
 class FlowTurboPipelineMixin:
     """Adds FlowTurbo to a diffusers pipeline class: ``set_plan``, ``load_refiner`` and refiner routing per call.
 
-    After each call, ``last_evaluation_counts`` holds ``{"base": transformer evaluations, "refiner": refiner
-    evaluations}`` (per guidance branch call, as the pipeline made them).
+    After each call, ``last_evaluation_counts`` holds ``{"base": transformer calls, "refiner": refiner calls}``, as the
+    pipeline made them: a pipeline that calls the conditional and unconditional branches separately (Flux true CFG,
+    Wan, Qwen-Image) makes two calls per evaluation of the plan, so ``H1P5R3`` counts ``{"base": 14, "refiner": 10}``
+    there and ``{"base": 7, "refiner": 5}`` in a pipeline that batches them (SD3, Sana).
+
+    If the user replaces the scheduler by another one (``pipe.scheduler = UniPCMultistepScheduler.from_config(...)``),
+    calls sample with it as the plain pipeline would, without R steps; ``set_plan`` brings FlowTurbo back.
     """
 
     refiner: VelocityRefiner | None = None
@@ -42,9 +47,9 @@ class FlowTurboPipelineMixin:
     # ----------------------------------------------------------------------------------------------------------------
 
     @property
-    def plan(self) -> Plan:
-        """The sampling plan of the FlowTurbo scheduler."""
-        return self.scheduler.plan
+    def plan(self) -> Plan | None:
+        """The sampling plan of the FlowTurbo scheduler; ``None`` while the user has another scheduler in place."""
+        return self.scheduler.plan if isinstance(self.scheduler, FlowTurboScheduler) else None
 
     def set_plan(self, plan: str | Plan) -> None:
         """Use ``plan`` from the next call on (the scheduler becomes a FlowTurboScheduler if it is not one)."""
@@ -55,12 +60,17 @@ class FlowTurboPipelineMixin:
         else:
             self.scheduler = FlowTurboScheduler.from_config(self.scheduler.config, plan=str(parsed))
 
-    def load_refiner(self, refiner: str | os.PathLike | VelocityRefiner, **kwargs) -> VelocityRefiner:
+    def load_refiner(self, refiner: str | os.PathLike | VelocityRefiner, check_base_model: bool = True,
+                     **kwargs) -> VelocityRefiner:
         """Attach a refiner (a ``VelocityRefiner``, a local folder or a Hub repo id; ``kwargs`` go to
-        ``from_pretrained``), after checking that it was made for this pipeline's transformer."""
+        ``from_pretrained``), after checking that it was made for this pipeline's transformer
+        (:meth:`VelocityRefiner.check_compatible`; ``check_base_model=False`` for a fine-tune or LoRA variant of the
+        refiner's base). It is loaded in the transformer's dtype. If loading or the check fails, the pipeline keeps the
+        refiner it had."""
         if not isinstance(refiner, VelocityRefiner):
+            kwargs.setdefault("torch_dtype", self.transformer.dtype)
             refiner = VelocityRefiner.from_pretrained(refiner, **kwargs)
-        refiner.check_compatible(self.transformer)
+        refiner.check_compatible(self.transformer, check_base_model=check_base_model)
         self.refiner = refiner.eval().requires_grad_(False)
         if self._compile_options is not None and self._compile_options.refiner:
             from .compile import compile_refiner
@@ -69,8 +79,13 @@ class FlowTurboPipelineMixin:
         return refiner
 
     def unload_refiner(self) -> None:
-        """Detach the refiner; plans with R steps are refused until another one is loaded."""
-        self._require_refiner_for(self.plan, refiner=None)
+        """Detach the refiner. Refused, saying what to do, while the plan has R steps: set a training-free plan first
+        (``pipe.set_plan("H1P*")``), so that no call finds its R steps without a refiner."""
+        if self.plan is not None and self.plan.has_refiner_steps:
+            raise ValueError(
+                f"The plan '{self.plan}' has refiner (R) steps, which need the refiner. Set a training-free plan first, "
+                "e.g. pipe.set_plan('H1P*'), then unload it."
+            )
         self.refiner = None
 
     def _require_refiner_for(self, plan: Plan, refiner: VelocityRefiner | None | str = "current") -> None:
@@ -92,6 +107,13 @@ class FlowTurboPipelineMixin:
         If the plan has a fixed step count and ``num_inference_steps`` is not given, the plan's count is used.
         """
         plan = self.plan
+        if plan is None:  # the user put another scheduler in: sample with it, as the plain pipeline would
+            from .hooks import count_calls
+
+            with count_calls(self.transformer) as counter:
+                output = super().__call__(*args, **kwargs)
+            self.last_evaluation_counts = {"base": counter.count, "refiner": 0}
+            return output
         self._require_refiner_for(plan)
         bound = inspect.signature(super().__call__).bind_partial(*args, **kwargs).arguments
         if plan.num_steps is not None and not {"num_inference_steps", "sigmas", "timesteps"} & bound.keys():

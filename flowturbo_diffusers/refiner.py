@@ -308,8 +308,16 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         with torch.device("meta"):
             return sum(p.numel() for p in cls(**config).parameters())
 
-    def check_compatible(self, transformer: torch.nn.Module) -> None:
-        """Raise a ``ValueError`` naming every difference if this refiner was not made for ``transformer``."""
+    def check_compatible(self, transformer: torch.nn.Module, check_base_model: bool = True) -> None:
+        """Raise a ``ValueError`` naming every difference if this refiner was not made for ``transformer``.
+
+        The refiner's recorded ``base_fingerprint`` (class, layout, channels, conditioning and the architecture hash
+        of the base's config, :meth:`TransformerAdapter.fingerprint`) must match the transformer's. With
+        ``check_base_model``, a refiner made for one Hub model is also refused for another Hub model of the same
+        architecture (the names are compared when both are Hub ids; a local folder cannot be compared by name): pass
+        ``check_base_model=False`` for a fine-tune or a LoRA-loaded variant of the refiner's base, on which it may be
+        less accurate.
+        """
         expected = self.config.base_fingerprint
         if not expected:
             raise ValueError(
@@ -317,14 +325,25 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
                 "refiners with VelocityRefiner.for_transformer(pipe.transformer)."
             )
         actual = adapter_for(transformer).fingerprint(transformer.config)
+        if "architecture" not in expected:
+            logger.warning("This refiner was saved before refiners recorded their base's architecture; only its "
+                           "channels and conditioning are checked. Save it again to record it.")
         differences = [f"{key}: refiner {expected.get(key)!r}, pipeline {actual[key]!r}" for key in actual
-                       if _normalise(expected.get(key)) != _normalise(actual[key])]
+                       if key in expected and _normalise(expected.get(key)) != _normalise(actual[key])]
+        made_for = self.config.base_model or "another base model"
         if differences:
-            made_for = self.config.base_model or "another base model"
             raise ValueError(
                 f"This refiner was made for {made_for} and does not fit this pipeline's transformer "
                 f"({'; '.join(differences)}). Use a refiner trained for this model, or train one with "
                 "`flowturbo train-refiner --model <this model>`."
+            )
+        base = _hub_id(transformer.config.get("_name_or_path"))
+        if check_base_model and base and _hub_id(self.config.base_model) and base != self.config.base_model:
+            raise ValueError(
+                f"This refiner was made for {made_for}, and this pipeline's transformer is {base}, of the same "
+                "architecture. If it is a fine-tune or a LoRA-loaded variant of that model, load the refiner anyway "
+                "with pipe.load_refiner(..., check_base_model=False) or FlowTurboPipeline.from_pretrained(..., "
+                "refiner_kwargs={'check_base_model': False}); otherwise train a refiner for it."
             )
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -345,7 +364,8 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
 
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        _remove_abandoned_folders(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
         try:
             super().save_pretrained(staging, *args, safe_serialization=True, **kwargs)
             refiner_model_card(self, repo_id=repo_id or f"path/to/{target.name}").save(staging / "README.md")
@@ -381,11 +401,17 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> VelocityRefiner:
         """Load a refiner from a local folder or a Hub repo (``revision=``, ``subfolder=``, ``local_files_only=``...).
 
-        Weights load from safetensors only; a missing, corrupt or pickle-only checkpoint, or a folder holding
-        something other than a VelocityRefiner, raises :class:`RefinerLoadError` saying what to do.
+        Weights load from safetensors only, and are refused, with a :class:`RefinerLoadError` that says what to do,
+        unless the file holds exactly the refiner's tensors, all floating point and finite: a missing, corrupt or
+        pickle-only checkpoint, missing or unexpected tensors (diffusers would leave the missing ones uninitialised on
+        the ``meta`` device, or drop the extra ones), integer tensors (diffusers would cast them silently), NaN or inf
+        weights, or a folder holding something other than a VelocityRefiner. Nothing is returned half-loaded, so a
+        pipeline keeps its refiner when loading another one fails.
         """
         if kwargs.pop("use_safetensors", True) is False:
             raise ValueError("VelocityRefiner loads safetensors weights only; drop use_safetensors=False.")
+        if kwargs.pop("output_loading_info", False):
+            raise ValueError("VelocityRefiner.from_pretrained checks the loading info itself; drop output_loading_info.")
         where = str(pretrained_model_name_or_path) + (f" (subfolder {kwargs['subfolder']!r})" if kwargs.get("subfolder") else "")
         config = cls._load_refiner_config(pretrained_model_name_or_path, where, kwargs)
         if config.get("_class_name") != cls.__name__:
@@ -393,9 +419,12 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
                 f"{where} holds a {config.get('_class_name') or 'model without _class_name'}, not a VelocityRefiner."
             )
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True, **kwargs)
+            refiner, info = super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True,
+                                                    output_loading_info=True, **kwargs)
         except Exception as error:  # re-raised with the cause attached and a message that says what to do
             raise RefinerLoadError(_explain_load_error(error, where)) from error
+        _check_loaded(refiner, info, _weights_file(pretrained_model_name_or_path, kwargs), where)
+        return refiner
 
     @classmethod
     def _load_refiner_config(cls, path, where: str, kwargs: dict) -> dict:
@@ -407,6 +436,51 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
                 f"Could not read a refiner config.json from {where}: {error}. Pass a folder written by "
                 "VelocityRefiner.save_pretrained or a Hub repo made with push_to_hub."
             ) from error
+
+
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
+
+
+def _weights_file(path, kwargs: dict) -> Path | None:
+    """The safetensors file ``from_pretrained`` just read: in the local folder, or in the Hub cache."""
+    folder = Path(str(path)) / (kwargs.get("subfolder") or "")
+    if folder.is_dir():
+        return folder / WEIGHTS_NAME
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(str(path), WEIGHTS_NAME, subfolder=kwargs.get("subfolder"),
+                                    revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir"),
+                                    token=kwargs.get("token"), local_files_only=True))
+    except Exception:  # not in the cache under that name: the checks on the loaded model still run
+        return None
+
+
+def _check_loaded(refiner, info: dict, weights: Path | None, where: str) -> None:
+    """Refuse a refiner that did not load whole and clean (see :meth:`VelocityRefiner.from_pretrained`)."""
+    problems = []
+    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                      ("mismatched_keys", "of the wrong shape")):
+        if info.get(key):
+            names = [name if isinstance(name, str) else name[0] for name in info[key]]
+            problems.append(f"tensors {what}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}")
+    if weights is not None and weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as file:
+            integers = [name for name in file.keys() if file.get_slice(name).get_dtype() not in FLOAT_DTYPES]
+        if integers:
+            problems.append(f"integer tensors where weights must be floating point ({', '.join(integers[:3])})")
+    if not problems:
+        broken = [name for name, parameter in refiner.named_parameters()
+                  if parameter.device.type == "meta" or not torch.isfinite(parameter).all()]
+        if broken:
+            problems.append(f"NaN, inf or uninitialised weights ({', '.join(broken[:3])})")
+    if problems:
+        raise RefinerLoadError(
+            f"The weights in {where} do not make a whole VelocityRefiner for its config.json: {'; '.join(problems)}. "
+            "The file is damaged or comes from another refiner; save or download the refiner again."
+        )
 
 
 def _explain_load_error(error: Exception, where: str) -> str:
@@ -430,16 +504,79 @@ def model_name(name_or_path) -> str | None:
     return str(name_or_path) if name_or_path else None
 
 
+def _hub_id(name) -> str | None:
+    """``name`` if it reads as a Hub repo id (``org/model``) and is not a local path, else ``None``."""
+    import re
+
+    if not name or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(name)) or Path(str(name)).exists():
+        return None
+    return str(name)
+
+
 def _normalise(value):
     return list(value) if isinstance(value, tuple) else value
 
 
 def _replace_directory(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, replacing an existing ``target`` only once the new folder is complete."""
+    """Move the complete folder ``source`` to ``target``; an existing ``target`` stays whole until the new one is in
+    place.
+
+    On Linux the two folders are swapped in one atomic ``renameat2(RENAME_EXCHANGE)``, so ``target`` holds the old
+    refiner or the new one at every instant, even if the process dies. Elsewhere the old folder is renamed aside and
+    put back if moving the new one in fails.
+    """
     if not target.exists():
         os.replace(source, target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, retired / "content")
-    os.replace(source, target)
+    if _exchange(source, target):
+        shutil.rmtree(source, ignore_errors=True)  # now the old refiner
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.retired-{os.getpid()}-", dir=target.parent))
+    os.rmdir(retired)
+    os.replace(target, retired)
+    try:
+        os.replace(source, target)
+    except BaseException:
+        os.replace(retired, target)
+        raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); ``False`` where that is unavailable."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def _remove_abandoned_folders(target: Path) -> None:
+    """Delete staging and retired folders that interrupted saves of ``target`` left beside it (hidden
+    ``.<name>.staging-<pid>-*`` and ``.<name>.retired-<pid>-*``), once the process that made them is gone."""
+    if not target.parent.is_dir():
+        return
+    for folder in target.parent.glob(f".{target.name}.*-*-*"):
+        kind, _, rest = folder.name[len(target.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("staging", "retired") and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True

@@ -68,3 +68,32 @@ def test_calibrate_refiner_refuses_a_plan_without_R_steps(tmp_path):
     with pytest.raises(ValueError, match="cannot calibrate"):
         cli.main(["calibrate-refiner", "--refiner", str(tmp_path), "--output-dir", str(tmp_path / "out"),
                   "--plans", "H1P5"])
+
+
+def test_train_refiner_through_the_cli_passes_the_models_call_arguments(tmp_path, capsys):
+    """A Flux model with true CFG and a short text length can be trained from the command line."""
+    import json
+
+    from tiny_pipelines import tiny_flux_pipeline
+
+    tiny_flux_pipeline().save_pretrained(tmp_path / "flux")
+    (tmp_path / "prompts.txt").write_text("a red 7 on a blue background\na green 1 on a white background\n")
+    call = {"max_sequence_length": 16, "true_cfg_scale": 4, "negative_prompt": "", "height": 32, "width": 32}
+    assert cli.main(["train-refiner", "--model", str(tmp_path / "flux"), "--prompts", str(tmp_path / "prompts.txt"),
+                     "--output-dir", str(tmp_path / "out"), "--steps", "2", "--batch-size", "2", "--record-steps", "3",
+                     "--pipeline-kwargs", json.dumps(call), "--height", "32", "--eval-plan", "",
+                     "--calibration-samples", "0"]) == 0
+    settings = json.loads((tmp_path / "out" / "training_config.json").read_text())
+    assert settings["call_kwargs"] == call
+    run = json.loads((tmp_path / "out" / "run_info.json").read_text())
+    # 2 prompts x 3 steps x 2 separate guidance calls (true CFG), each of one sample.
+    assert run["recorded_teacher_calls_on_main_process"] == 2 * 3 * 2
+    assert (tmp_path / "out" / "refiner" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_pipeline_kwargs_that_are_not_a_json_object_are_refused_with_an_example():
+    import pytest
+
+    for bad, message in (('{"max_sequence_length": 32', "not valid JSON"), ("[1, 2]", "must be a JSON object")):
+        with pytest.raises(SystemExit, match=message):
+            cli.main(["generate", "--pipeline-kwargs", bad])

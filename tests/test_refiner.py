@@ -1,6 +1,7 @@
 """VelocityRefiner as a model: layouts, zero initialisation, sizing, safetensors-only loading, model card."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +10,7 @@ from conftest import make_pipe
 from diffusers import SD3Transformer2DModel
 
 from flowturbo_diffusers import VelocityRefiner
+from flowturbo_diffusers.adapters import architecture_hash
 from flowturbo_diffusers.refiner import RefinerLoadError
 
 
@@ -88,6 +90,7 @@ def test_config_records_the_base_fingerprint(sd3_pipe):
     assert refiner.config.base_fingerprint == {
         "transformer": "SD3Transformer2DModel", "layout": "image", "in_channels": 16, "out_channels": 16,
         "patch_size": [2], "pooled_dim": 32, "context_dim": 32, "guidance_embeds": False,
+        "architecture": architecture_hash(sd3_pipe.transformer.config),
     }
 
 
@@ -139,6 +142,91 @@ def test_save_replaces_an_existing_folder_only_when_complete(saved_refiner, monk
         refiner.save_pretrained(folder)
     assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["refiner"]  # no staging folder left behind
+
+
+def _rewrite_weights(folder, change):
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    change(tensors)
+    save_file(tensors, weights)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.pop("blocks.0.attention.to_kv.bias"), "tensors missing: blocks.0.attention.to_kv.bias"),
+        (lambda t: t.__setitem__("extra.weight", torch.zeros(3)), "tensors unexpected: extra.weight"),
+        (lambda t: t.__setitem__("proj_out.bias", t["proj_out.bias"].to(torch.int64)), "integer tensors"),
+        (lambda t: t["proj_out.weight"].fill_(float("nan")), "NaN, inf or uninitialised"),
+        (lambda t: t["proj_out.weight"].fill_(float("inf")), "NaN, inf or uninitialised"),
+    ],
+    ids=["missing", "unexpected", "integer", "nan", "inf"],
+)
+def test_weights_that_do_not_make_a_whole_refiner_are_refused_and_the_old_one_is_kept(saved_refiner, sd3_pipe, tmp_path,
+                                                                                      change, message):
+    from flowturbo_diffusers import FlowTurboPipeline
+
+    refiner, folder = saved_refiner
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=refiner, plan="H1P2R2")
+    _rewrite_weights(folder, change)
+    with pytest.raises(RefinerLoadError, match=message):
+        pipe.load_refiner(folder)
+    assert pipe.refiner is refiner and all(p.device.type == "cpu" for p in pipe.refiner.parameters())
+
+
+def test_a_save_that_fails_between_its_renames_keeps_the_old_refiner_at_the_target(saved_refiner, monkeypatch):
+    """Where no atomic exchange exists, the old folder is renamed aside and put back if the new one cannot move in."""
+    import flowturbo_diffusers.refiner as refiner_module
+
+    refiner, folder = saved_refiner
+    before = (folder / "diffusion_pytorch_model.safetensors").read_bytes()
+    monkeypatch.setattr(refiner_module, "_exchange", lambda a, b: False)
+    replace, calls = refiner_module.os.replace, []
+
+    def failing_second_rename(source, target):
+        calls.append(source)
+        if len(calls) == 2:
+            raise OSError("the machine went down")
+        return replace(source, target)
+
+    monkeypatch.setattr(refiner_module.os, "replace", failing_second_rename)
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.5)
+    with pytest.raises(OSError, match="went down"):
+        refiner.save_pretrained(folder)
+    monkeypatch.undo()
+    assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    VelocityRefiner.from_pretrained(folder)
+
+
+def test_a_save_swaps_the_new_refiner_in_atomically_on_linux(saved_refiner, monkeypatch):
+    import sys
+
+    import flowturbo_diffusers.refiner as refiner_module
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("renameat2 is Linux's")
+    refiner, folder = saved_refiner
+    renames = []
+    monkeypatch.setattr(refiner_module.os, "replace", lambda *a: renames.append(a))
+    torch.nn.init.normal_(refiner.proj_out.weight, std=0.5)
+    refiner.save_pretrained(folder)
+    assert renames == []  # one exchange, no window in which the target is missing
+    torch.testing.assert_close(VelocityRefiner.from_pretrained(folder).proj_out.weight, refiner.proj_out.weight)
+
+
+def test_folders_left_by_interrupted_saves_are_cleaned_up(saved_refiner):
+    refiner, folder = saved_refiner
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    for kind in ("staging", "retired"):
+        leftover = folder.parent / f".refiner.{kind}-{dead}-abc123"
+        leftover.mkdir()
+        (leftover / "diffusion_pytorch_model.safetensors").write_bytes(b"x" * 1000)
+    ours = folder.parent / f".refiner.staging-{os.getpid()}-inuse"  # this process's own: maybe in use
+    ours.mkdir()
+    refiner.save_pretrained(folder)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [ours.name, "refiner"]
 
 
 def test_missing_weights_are_a_clear_error(saved_refiner):
@@ -225,3 +313,51 @@ def test_offset_scale_is_saved_and_older_configs_load_with_scale_one(saved_refin
 def test_an_offset_scale_out_of_range_is_refused(sd3_pipe, scale):
     with pytest.raises(ValueError, match="offset_scale must be between 0"):
         VelocityRefiner.for_transformer(sd3_pipe.transformer, offset_scale=scale)
+
+
+def test_a_refiner_for_a_base_of_other_depth_is_refused_although_the_channels_match(sd3_pipe):
+    from tiny_pipelines import tiny_sd3_pipeline
+
+    deeper = SD3Transformer2DModel(**{**sd3_pipe.transformer.config, "num_layers": 3})
+    refiner = VelocityRefiner.for_transformer(deeper)
+    with pytest.raises(ValueError, match="architecture: refiner"):
+        refiner.check_compatible(sd3_pipe.transformer)
+    VelocityRefiner.for_transformer(sd3_pipe.transformer).check_compatible(tiny_sd3_pipeline(seed=5).transformer)
+
+
+def test_a_refiner_for_another_hub_model_needs_check_base_model_off(sd3_pipe):
+    from flowturbo_diffusers import FlowTurboPipeline
+
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer, base_model="org/base-model")
+    sd3_pipe.transformer.register_to_config(_name_or_path="someone/fine-tuned-model")
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=False, plan="H1P*")
+    with pytest.raises(ValueError, match="check_base_model=False"):
+        pipe.load_refiner(refiner)
+    pipe.load_refiner(refiner, check_base_model=False)
+    assert pipe.refiner is refiner
+    sd3_pipe.transformer.register_to_config(_name_or_path="/local/folder/transformer")  # a path: not compared by name
+    pipe.load_refiner(refiner)
+
+
+def test_a_refiner_saved_before_the_architecture_check_still_loads_with_a_warning(saved_refiner, sd3_pipe, caplog):
+    refiner, folder = saved_refiner
+    config = json.loads((folder / "config.json").read_text())
+    del config["base_fingerprint"]["architecture"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING"):
+        VelocityRefiner.from_pretrained(folder).check_compatible(sd3_pipe.transformer)
+    assert any("before refiners recorded their base's architecture" in r.getMessage() for r in caplog.records)
+
+
+def test_the_refiner_loads_in_the_pipelines_dtype(saved_refiner, sd3_pipe, tmp_path, caplog):
+    from flowturbo_diffusers import FlowTurboPipeline
+
+    _, folder = saved_refiner
+    sd3_pipe.save_pretrained(tmp_path / "base")
+    with caplog.at_level("WARNING"):
+        pipe = FlowTurboPipeline.from_pretrained(tmp_path / "base", refiner=folder, plan="H1P2R2",
+                                                 torch_dtype=torch.bfloat16)
+        assert pipe.refiner.dtype == torch.bfloat16  # at load, not cast at the first call
+        pipe.set_progress_bar_config(disable=True)
+        pipe("a red 7", num_inference_steps=5, height=32, width=32, max_sequence_length=16, output_type="latent")
+    assert not [r for r in caplog.records if "Casting" in r.getMessage() or "cast" in r.getMessage().lower()]

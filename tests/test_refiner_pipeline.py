@@ -239,3 +239,29 @@ def test_calls_from_another_thread_on_the_shared_transformer_are_neither_routed_
     call(turbo, "sd3", callback_on_step_end=base_call_in_another_thread)
     assert turbo.last_evaluation_counts == {"base": 7, "refiner": 5}
     torch.testing.assert_close(from_other_thread["latents"], expected_base)
+
+
+def test_unloading_the_refiner_of_an_R_plan_says_to_set_a_training_free_plan_first(sd3_pipe):
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=oracle_for(sd3_pipe), plan="H1P5R3")
+    with pytest.raises(ValueError, match=r"Set a training-free plan first, e.g. pipe.set_plan\('H1P\*'\)"):
+        pipe.unload_refiner()
+    assert pipe.refiner is not None
+    pipe.set_plan("H1P*")
+    pipe.unload_refiner()
+    assert pipe.refiner is None
+
+
+def test_a_scheduler_the_user_put_in_samples_as_in_the_plain_pipeline(sd3_pipe):
+    from diffusers import UniPCMultistepScheduler
+
+    flow_unipc = UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction")
+    sd3_pipe.scheduler = flow_unipc
+    expected = call(sd3_pipe, "sd3", num_inference_steps=4)
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=oracle_for(sd3_pipe), plan="H1P2R2")
+    pipe.scheduler = UniPCMultistepScheduler.from_config(flow_unipc.config)
+    assert pipe.plan is None
+    torch.testing.assert_close(call(pipe, "sd3", num_inference_steps=4), expected)
+    assert pipe.last_evaluation_counts == {"base": 4, "refiner": 0}
+    pipe.set_plan("H1P2R2")  # FlowTurbo back
+    call(pipe, "sd3")
+    assert pipe.last_evaluation_counts == {"base": 4, "refiner": 3}
