@@ -70,7 +70,11 @@ class FlowTurboPipelineMixin:
         if not isinstance(refiner, VelocityRefiner):
             kwargs.setdefault("torch_dtype", self.transformer.dtype)
             refiner = VelocityRefiner.from_pretrained(refiner, **kwargs)
-        refiner.check_compatible(self.transformer, check_base_model=check_base_model)
+        base = refiner.config.base_denoiser
+        if getattr(self, base, None) is None:
+            raise ValueError(f"This refiner replaces the pipeline component {base!r}, which {type(self).__name__} does "
+                             f"not have (its denoisers: {', '.join(name for name, _ in self._denoisers())}).")
+        refiner.check_compatible(getattr(self, base), check_base_model=check_base_model)
         self.refiner = refiner.eval().requires_grad_(False)
         if self._compile_options is not None and self._compile_options.refiner:
             from .compile import compile_refiner
@@ -87,6 +91,12 @@ class FlowTurboPipelineMixin:
                 "e.g. pipe.set_plan('H1P*'), then unload it."
             )
         self.refiner = None
+
+    def _denoisers(self) -> list[tuple[str, object]]:
+        """The pipeline's denoising models by component name: ``transformer``, and ``transformer_2`` in two-expert
+        pipelines (Wan 2.2 A14B, which calls one or the other by sigma)."""
+        return [(name, getattr(self, name)) for name in ("transformer", "transformer_2")
+                if getattr(self, name, None) is not None]
 
     def _require_refiner_for(self, plan: Plan, refiner: VelocityRefiner | None | str = "current") -> None:
         refiner = self.refiner if refiner == "current" else refiner
@@ -120,7 +130,7 @@ class FlowTurboPipelineMixin:
             kwargs["num_inference_steps"] = plan.num_steps
         compiled = self._compile_options
         with route_refiner_steps(
-            self.transformer,
+            dict(self._denoisers()),
             self.refiner,
             self.scheduler,
             cuda_graphs=compiled is not None and compiled.cuda_graphs,

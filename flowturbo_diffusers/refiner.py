@@ -115,6 +115,9 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         cross_attention (`bool`): Attend to the encoder hidden states (needs `context_dim`).
         guidance_embeds (`bool`): Condition on the guidance scale (guidance-distilled models such as Flux-dev).
         base_model (`str`, *optional*): Name or Hub id of the model this refiner was made for.
+        base_denoiser (`str`, defaults to `"transformer"`): The pipeline component whose evaluations it replaces:
+            `"transformer_2"` for the low-noise expert of a two-expert pipeline (Wan 2.2 A14B), whose late steps are
+            the R steps.
         base_fingerprint (`dict`, *optional*): The base transformer's fingerprint; checked before sampling.
         recommended_plans (`list[str]`): Plans to offer users, best first.
         offset_scale (`float`): Multiplies the predicted offset in R steps (:meth:`refine`). 1 applies it as trained;
@@ -141,6 +144,7 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         cross_attention: bool = False,
         guidance_embeds: bool = False,
         base_model: str | None = None,
+        base_denoiser: str = "transformer",
         base_fingerprint: dict | None = None,
         recommended_plans: list[str] | tuple[str, ...] = ("H1P5R3", "H1P*R3"),
         training_info: dict | None = None,

@@ -11,7 +11,7 @@ ones (method.md, "Classifier-free guidance").
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from diffusers.hooks import ModelHook
@@ -39,11 +39,13 @@ class RefinerRoutingHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, refiner, scheduler, adapter, cuda_graphs: bool = False, on_new_shape=None):
+    def __init__(self, refiner, scheduler, adapter, cuda_graphs: bool = False, on_new_shape=None,
+                 denoiser: str = "transformer"):
         super().__init__()
         self.refiner = refiner
         self.scheduler = scheduler
         self.adapter = adapter
+        self.denoiser = denoiser  # the pipeline component this hook sits on
         self.thread = threading.get_ident()
         # Under CUDA graphs (compile mode "reduce-overhead"): mark each model call as a new step, and copy the
         # velocities held for later steps out of the graphs' output buffers, which the next replay overwrites.
@@ -77,6 +79,15 @@ class RefinerRoutingHook(ModelHook):
             branch.handed_on = self._held(velocity_of(output))
             run.counts["base"] += 1
             return output
+        base = self.refiner.config.base_denoiser
+        if self.denoiser != base:
+            sigma = float(run.sigma_grid[evaluation.sigma_index])
+            raise ValueError(
+                f"The plan's R step at sigma {sigma:.3g} reaches {self.denoiser!r} in this pipeline, but the refiner "
+                f"replaces {base!r} (a two-expert pipeline calls one expert or the other by sigma). Use a plan whose R "
+                f"steps all fall where the pipeline calls {base!r}, or a refiner made for {self.denoiser!r}."
+            )
+        run.answered.add(run.current_index)
         call = self.adapter.read(module, args, kwargs, self.fn_ref.original_forward)
 
         def refine(given: torch.Tensor | None) -> torch.Tensor:
@@ -111,18 +122,27 @@ def _place_like(module: torch.nn.Module, velocity: torch.Tensor) -> None:
 
 
 @contextmanager
-def route_refiner_steps(transformer: torch.nn.Module, refiner, scheduler, cuda_graphs: bool = False, on_new_shape=None):
-    """Within the block, R evaluations of ``scheduler``'s plan go to ``refiner``; yields the hook. The counts of the
+def route_refiner_steps(denoisers: dict[str, torch.nn.Module] | torch.nn.Module, refiner, scheduler,
+                        cuda_graphs: bool = False, on_new_shape=None):
+    """Within the block, R evaluations of ``scheduler``'s plan go to ``refiner``; yields the hooks. The counts of the
     run are in ``scheduler.run.counts`` afterwards.
 
-    The hook is registered on entry and removed on exit (:func:`~flowturbo_diffusers.hooks.installed_hook`), which
-    keeps it right when model CPU offloading re-wraps the transformer at the end of a call.
+    ``denoisers`` maps pipeline component names to the models the pipeline may call for an evaluation (``transformer``,
+    and ``transformer_2`` in two-expert pipelines): each gets a hook, so R evaluations are intercepted on whichever
+    model the pipeline calls, and one that reaches another expert than the refiner's ``base_denoiser`` raises. The
+    hooks are registered on entry and removed on exit (:func:`~flowturbo_diffusers.hooks.installed_hook`), which keeps
+    them right when model CPU offloading re-wraps a model at the end of a call.
     """
-    adapter = adapter_for(transformer) if refiner is not None else None
-    hook = RefinerRoutingHook(refiner, scheduler, adapter, cuda_graphs, on_new_shape)
+    if isinstance(denoisers, torch.nn.Module):
+        denoisers = {"transformer": denoisers}
     scheduler.refiner_attached = refiner is not None
     try:
-        with installed_hook(transformer, hook, HOOK_NAME):
-            yield hook
+        with ExitStack() as stack:
+            hooks = []
+            for name, module in denoisers.items():
+                adapter = adapter_for(module) if refiner is not None and name == refiner.config.base_denoiser else None
+                hook = RefinerRoutingHook(refiner, scheduler, adapter, cuda_graphs, on_new_shape, denoiser=name)
+                hooks.append(stack.enter_context(installed_hook(module, hook, HOOK_NAME)))
+            yield hooks
     finally:
         scheduler.refiner_attached = False

@@ -43,6 +43,7 @@ class SamplingRun:
         branches: The refiner's velocities per guidance branch (:meth:`branch`).
         counts: Base-model and refiner evaluations answered so far, counted per transformer call (so per guidance
             branch when the pipeline calls the branches separately).
+        answered: The entries of R evaluations the routing hook answered, which ``step()`` checks.
     """
 
     evaluations: tuple[Evaluation, ...] = ()
@@ -56,6 +57,7 @@ class SamplingRun:
     held_step_size: torch.Tensor | None = None
     branches: dict[tuple, BranchVelocities] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"base": 0, "refiner": 0})
+    answered: set[int] = field(default_factory=set)
     _calls_in_evaluation: tuple[int | None, dict] = (None, {})
 
     @property

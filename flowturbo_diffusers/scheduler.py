@@ -362,6 +362,12 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
                 f"({len(run.evaluations)}); call set_timesteps() before every run."
             )
         evaluation = run.evaluations[index]
+        if evaluation.kind == REFINER and self.refiner_attached and index not in run.answered:
+            raise ValueError(
+                f"The refiner (R) evaluation at entry {index} of plan '{self.plan}' reached no refiner: the pipeline "
+                "computed it with a model FlowTurbo does not hook (FlowTurboPipeline hooks `transformer` and "
+                "`transformer_2`). Use a plan without R steps with this pipeline, and please report it."
+            )
         velocity = model_output.to(torch.float32)
         current = sample.to(torch.float32)
         if self.config.invert_sigmas:

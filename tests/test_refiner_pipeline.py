@@ -265,3 +265,47 @@ def test_a_scheduler_the_user_put_in_samples_as_in_the_plain_pipeline(sd3_pipe):
     pipe.set_plan("H1P2R2")  # FlowTurbo back
     call(pipe, "sd3")
     assert pipe.last_evaluation_counts == {"base": 4, "refiner": 3}
+
+
+def _wan_a14b():
+    from tiny_pipelines.video import CASES as VIDEO_CASES
+
+    case = next(case for case in VIDEO_CASES if case.id == "WanPipeline-A14B")
+    return case, case.build()
+
+
+def test_two_expert_wan_routes_R_steps_on_the_expert_that_the_pipeline_calls():
+    """Wan 2.2 A14B calls `transformer` above its boundary and `transformer_2` below: the late R steps reach the
+    second expert, which is what the refiner replaces."""
+    case, base = _wan_a14b()
+    oracle = OracleRefiner(**VelocityRefiner.config_for_transformer(base.transformer_2),)
+    oracle.register_to_config(base_denoiser="transformer_2")
+    pipe = FlowTurboPipeline.from_pipe(base, refiner=oracle, plan="H1P1R1")
+    pipe.set_progress_bar_config(disable=True)
+
+    def run():
+        return pipe(**case.call_kwargs(), num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                    output_type="latent").frames
+
+    refined = run()
+    assert pipe.last_evaluation_counts == {"base": 6, "refiner": 2}  # CFG: two calls per evaluation
+    pipe.set_plan("H1P1H1")
+    torch.testing.assert_close(refined, run(), rtol=1e-5, atol=1e-5)
+
+
+def test_R_steps_that_reach_an_expert_the_refiner_does_not_replace_raise():
+    case, base = _wan_a14b()
+    refiner = VelocityRefiner.for_transformer(base.transformer)  # made for the high-noise expert
+    pipe = FlowTurboPipeline.from_pipe(base, refiner=refiner, plan="H1P1R1")
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="reaches 'transformer_2' in this pipeline, but the refiner replaces 'transformer'"):
+        pipe(**case.call_kwargs(), num_inference_steps=3, output_type="latent")
+
+
+def test_an_R_evaluation_that_no_hook_answered_raises_instead_of_running_the_base_model(sd3_pipe, monkeypatch):
+    from flowturbo_diffusers.pipeline import FlowTurboPipelineMixin
+
+    pipe = FlowTurboPipeline.from_pipe(sd3_pipe, refiner=oracle_for(sd3_pipe), plan="H1P2R2")
+    monkeypatch.setattr(FlowTurboPipelineMixin, "_denoisers", lambda self: [])  # a model the routing does not know
+    with pytest.raises(ValueError, match="reached no refiner"):
+        call(pipe, "sd3")
