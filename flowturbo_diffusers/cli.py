@@ -1,4 +1,5 @@
-"""The ``flowturbo`` command: ``generate`` (the main job), ``train-refiner``, ``calibrate-refiner`` and ``bench``."""
+"""The ``flowturbo`` command: ``generate`` (the main job), ``train-refiner``, ``calibrate-refiner``, ``calibrate``
+(a plan and grid for a model) and ``bench``."""
 
 from __future__ import annotations
 
@@ -135,6 +136,9 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--ema-decay", type=float, help="keep an EMA of the weights with this decay (e.g. 0.999)")
     parser.add_argument("--record-steps", type=int, help="the pipeline's own step count for the teacher trajectories")
+    parser.add_argument("--base-denoiser", default="transformer", metavar="COMPONENT",
+                        help="the pipeline component the refiner replaces and learns from: 'transformer', or "
+                        "'transformer_2' for the low-noise expert of a two-expert pipeline (Wan 2.2 A14B)")
     add_call_arguments(parser)
     parser.add_argument("--hidden-size", type=int, help="refiner width (default: derived from the base model)")
     parser.add_argument("--eval-plan", default="H1P5R3", help="plan for the quality figures in the model card")
@@ -179,6 +183,7 @@ def run_train(args) -> int:
         record_steps=args.record_steps,
         call_kwargs=call_kwargs,
         refiner_kwargs={"hidden_size": args.hidden_size} if args.hidden_size else {},
+        base_denoiser=args.base_denoiser,
         eval_plan=args.eval_plan or None,
         calibration_plans=tuple(args.calibration_plans) if args.calibration_plans else None,
         calibration_samples=args.calibration_samples,
@@ -241,6 +246,67 @@ def run_calibrate(args) -> int:
         print(f"offset scale {scale:g}: relative error {errors}{chosen}")
     refiner.save_pretrained(args.output_dir)
     print(f"Saved the refiner with offset_scale {figures['offset_scale']:g} to {args.output_dir}")
+    return 0
+
+
+def add_plan_calibration_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="find the plan and sigma grid closest to the model's own many-step solve at a cost, as a scheduler",
+        description="Search FlowTurbo plans (H, P, E steps) and sigma grids for one model at a budget of base-model "
+        "evaluations, data-free: a dynamic program over the model's own Heun solves of a few prompts and seeds, "
+        "then a refinement of the times. Writes OUTPUT_DIR/scheduler (a FlowTurboScheduler config with a model card; "
+        "load it with FlowTurboScheduler.from_pretrained(OUTPUT_DIR, subfolder='scheduler')) and calibration.json. "
+        "See docs/calibration.md.",
+    )
+    parser.add_argument("--model", help="diffusers pipeline: local folder or Hub id (default: the bundled model)")
+    parser.add_argument("--budget", type=int, required=True, help="base-model evaluations per image")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--prompts", help="text file with one prompt per line (default: the bundled model's prompts, "
+                        "or a few generic ones)")
+    parser.add_argument("--samples", type=int, default=8, help="prompts x seeds calibrated on")
+    parser.add_argument("--held-out-samples", type=int, default=8, help="other seeds, only evaluated on")
+    parser.add_argument("--candidates", type=int, default=24, help="intervals of the candidate time grid")
+    parser.add_argument("--max-span", type=int, default=12, help="the longest step, in candidate intervals")
+    parser.add_argument("--kinds", default="HPE", help="step kinds to search, from HPE (E alone: an Euler grid)")
+    parser.add_argument("--refine-passes", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload the scheduler folder to this Hub repo")
+    add_call_arguments(parser)
+    parser.set_defaults(run=run_plan_calibration)
+
+
+def run_plan_calibration(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .adapters import architecture_hash
+    from .calibration import CalibrationSettings, calibrate_plan
+
+    settings = CalibrationSettings(budget=args.budget, candidates=args.candidates, max_span=args.max_span,
+                                   kinds=args.kinds, samples=args.samples, held_out_samples=args.held_out_samples,
+                                   refine_passes=args.refine_passes, seed=args.seed)
+    pipe, call_kwargs, prompts = _pipeline_and_prompts(args)
+    result = calibrate_plan(pipe, prompts, settings, call_kwargs)
+    base_model = args.model or "flowturbo-diffusers/bundled-tiny-digits-sd3"
+    scheduler = result.scheduler(pipe.scheduler.config, base_model=base_model,
+                                 fingerprint={"transformer": type(pipe.transformer).__name__,
+                                              "architecture": architecture_hash(pipe.transformer.config)})
+    output = Path(args.output_dir)
+    scheduler.save_pretrained(output / "scheduler")
+    (output / "calibration.json").write_text(json.dumps({"plan": result.plan, "grid": result.grid,
+                                                         "figures": result.figures}, indent=2) + "\n")
+    figures = result.figures
+    print(f"Plan {result.plan} ({figures['plan_evaluations']} evaluations), grid "
+          f"{', '.join(f'{value:.3f}' for value in result.grid)}")
+    for prefix in ("calibration", "held_out"):
+        if f"{prefix}_psnr_db" in figures:
+            print(f"{prefix.replace('_', '-')} samples: {figures[f'{prefix}_psnr_db']:.2f} dB latent PSNR; best "
+                  f"uncalibrated ({figures[f'{prefix}_best_uncalibrated']}): "
+                  f"{figures[f'{prefix}_best_uncalibrated_psnr_db']:.2f} dB")
+    print(f"Wrote {output / 'scheduler'} in {figures['seconds']:.0f} s")
+    if args.push_to_hub:
+        scheduler.push_to_hub(args.push_to_hub, subfolder="scheduler")
     return 0
 
 
@@ -362,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     add_generate_parser(subparsers)
     add_train_parser(subparsers)
     add_calibrate_parser(subparsers)
+    add_plan_calibration_parser(subparsers)
     add_bench_parser(subparsers)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

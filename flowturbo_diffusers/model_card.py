@@ -135,3 +135,73 @@ def refiner_model_card(refiner, repo_id: str | None = None):
         metrics=_section(metrics, "No metrics recorded yet."),
         fingerprint=json.dumps(config.base_fingerprint, indent=2),
     )
+
+
+SCHEDULER_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# FlowTurbo calibrated plan{{ for_base }}
+
+A [FlowTurbo](https://arxiv.org/abs/2409.18128) sampling plan and sigma grid calibrated for one model by
+`flowturbo calibrate` (flowturbo-diffusers): the step kinds (Heun, pseudo-corrector, Euler) and where the steps lie,
+chosen against the model's own many-step solves. It is a diffusers scheduler config; the grid follows the pipeline's
+shift, so it adapts to resolution as the pipeline's own grid does.
+
+- Plan: `{{ plan }}` ({{ steps }} steps, {{ evaluations }} model evaluations)
+- Grid (times before the pipeline's shift): {{ grid }}
+
+## Usage
+
+```python
+from diffusers import DiffusionPipeline
+from flowturbo_diffusers import FlowTurboScheduler
+
+pipe = DiffusionPipeline.from_pretrained("{{ base_model_id }}")
+pipe.scheduler = FlowTurboScheduler.from_pretrained("{{ repo_id }}", subfolder="scheduler")
+image = pipe("a photo of a cat", num_inference_steps={{ steps }}).images[0]
+```
+
+## Calibration
+
+{{ calibration }}
+
+## Compatibility
+
+Made for `{{ base_model_id }}` (its transformer's fingerprint below); `flowturbo calibrate` checks it when it
+evaluates the plan on a model:
+
+```json
+{{ fingerprint }}
+```
+"""
+
+
+def scheduler_model_card(scheduler, repo_id: str | None = None):
+    """The model card of a calibrated FlowTurboScheduler: base model, plan, grid and what calibration measured."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = scheduler.config
+    calibration = dict(config.calibration or {})
+    base_model = calibration.get("base_model")
+    fingerprint = calibration.pop("base_fingerprint", None)
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license="apache-2.0",
+        base_model=base_model if base_model and "/" in base_model else None,
+        tags=["flowturbo", "scheduler", "diffusers", "flow-matching"],
+    )
+    plan = Plan.parse(config.plan)
+    return ModelCard.from_template(
+        card_data,
+        template_str=SCHEDULER_CARD_TEMPLATE,
+        for_base=f" for {base_model}" if base_model else "",
+        plan=str(plan),
+        steps=plan.num_steps,
+        evaluations=plan.count_evaluations()["base"],
+        grid=", ".join(f"{value:.4f}" for value in config.calibrated_grid or []),
+        base_model_id=base_model or "<base model>",
+        repo_id=repo_id or "<this repo>",
+        calibration=_section(calibration, "No calibration recorded."),
+        fingerprint=json.dumps(fingerprint, indent=2),
+    )

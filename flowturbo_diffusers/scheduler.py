@@ -16,6 +16,7 @@ a ``ValueError`` before any sampling (docs/scheduler.md, "Support").
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -68,6 +69,13 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
             Euler step instead (plan.py), as diffusers' `FlowMatchHeunDiscreteScheduler` does: pipelines that divide
             by sigma (LTX2) get NaN from an evaluation at 0, and it costs one more evaluation. See
             `docs/scheduler.md`, "The last step".
+        calibrated_grid (`list[float]`, *optional*):
+            A grid found by calibration (calibration.py): ``K + 1`` times from 1 to 0, before the pipeline's shift,
+            for the plan's ``K`` steps. The sigmas are these times through the pipeline's own shift (static, or
+            dynamic with the call's ``mu``, so the grid follows the resolution as the pipeline's own grid does); what
+            the pipeline passes as ``sigmas`` is replaced, and ``num_inference_steps`` must be ``K``.
+        calibration (`dict`, *optional*): What calibration measured (base model, fingerprint, errors); the model
+            card of ``save_pretrained`` shows it.
         invert_sigmas (`bool`, defaults to `False`):
             As in `FlowMatchEulerDiscreteScheduler` (Mochi): the model sees the timestep of ``1 - sigma`` and its output
             is the negative velocity. The grid is the same.
@@ -98,8 +106,12 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         sigma_schedule: str = EULER_GRID,
         evaluate_at_zero: bool = False,
         invert_sigmas: bool = False,
+        calibrated_grid: list[float] | None = None,
+        calibration: dict | None = None,
     ):
         Plan.parse(plan)
+        if calibrated_grid is not None:
+            check_calibrated_grid(calibrated_grid, plan)
         if sigma_schedule not in SIGMA_SCHEDULES:
             raise ValueError(f"sigma_schedule must be one of {SIGMA_SCHEDULES}, got {sigma_schedule!r}.")
         if use_karras_sigmas + use_exponential_sigmas + use_beta_sigmas > 1:
@@ -162,8 +174,23 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
         return Plan.parse(self.config.plan)
 
     def set_plan(self, plan: str | Plan) -> None:
-        """Switch to another plan; it takes effect at the next ``set_timesteps``."""
-        self.register_to_config(plan=str(Plan.parse(plan)))
+        """Switch to another plan; it takes effect at the next ``set_timesteps``. Another plan than a calibrated one
+        drops the calibrated grid (with a warning): the grid was found for that plan."""
+        plan = str(Plan.parse(plan))
+        if self.config.calibrated_grid is not None and plan != self.config.plan:
+            logger.warning(f"Plan '{plan}' replaces the calibrated plan '{self.config.plan}'; its calibrated grid is "
+                           "dropped, and the pipeline's own grid is used.")
+            self.register_to_config(calibrated_grid=None, calibration=None)
+        self.register_to_config(plan=plan)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """``save_config`` as diffusers' schedulers do, plus, for a calibrated plan, a ``README.md`` model card that
+        names the base model, its fingerprint and what calibration measured (also what ``push_to_hub`` uploads)."""
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        if self.config.calibration:
+            from .model_card import scheduler_model_card
+
+            scheduler_model_card(self).save(os.path.join(save_directory, "README.md"))
 
     @property
     def evaluations(self) -> tuple[Evaluation, ...]:
@@ -254,8 +281,23 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("Pass num_inference_steps (or sigmas / timesteps) to set_timesteps, e.g. "
                              "set_timesteps(28).")
         num_inference_steps = check_step_count(num_inference_steps, source)
+        calibrated = self.config.calibrated_grid
+        if calibrated is not None:
+            if num_inference_steps != len(calibrated) - 1:
+                raise ValueError(
+                    f"This scheduler holds a calibrated plan '{self.plan}' of {len(calibrated) - 1} steps, but "
+                    f"{num_inference_steps} were requested ({source}). Call the pipeline with num_inference_steps="
+                    f"{len(calibrated) - 1} (FlowTurboPipeline does so by itself), or calibrate a plan for "
+                    f"{num_inference_steps} steps."
+                )
+            times = [float(value) for value in calibrated[:-1]]
+            scale = self.config.num_train_timesteps
+            sigmas, timesteps = times, ([value * scale for value in times] if timesteps is not None else None)
+            config = {**self.config, "sigma_schedule": EULER_GRID}  # the times go through Euler's shift
+        else:
+            config = self.config
         kinds = self.plan.kinds(num_inference_steps, source)
-        grid, grid_timesteps = compute_sigma_grid(self.config, num_inference_steps, sigmas, mu, timesteps)
+        grid, grid_timesteps = compute_sigma_grid(config, num_inference_steps, sigmas, mu, timesteps)
         if REFINER in kinds and not self.refiner_attached and not self._warned_refiner_missing:
             self._warned_refiner_missing = True
             logger.warning(
@@ -499,6 +541,17 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+def check_calibrated_grid(grid, plan: str) -> None:
+    """Refuse a calibrated grid that is not ``K + 1`` times from 1 down to 0 for a plan of ``K`` steps."""
+    parsed = Plan.parse(plan)
+    values = [float(value) for value in grid]
+    if parsed.num_steps is None or parsed.num_steps != len(values) - 1:
+        raise ValueError(f"A calibrated grid of {len(values)} times needs a fixed plan of {len(values) - 1} steps, "
+                         f"got plan '{plan}'.")
+    if values[0] != 1.0 or values[-1] != 0.0 or any(b >= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"A calibrated grid must decrease strictly from 1 to 0, got {values}.")
 
 
 def _squeeze_like(step_size: torch.Tensor, token_sigma: torch.Tensor) -> torch.Tensor:

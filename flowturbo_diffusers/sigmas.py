@@ -47,7 +47,7 @@ GRID_DEFAULTS = (
 )
 # FlowTurboScheduler's settings that no diffusers scheduler has, and Euler's invert_sigmas (Mochi), which changes what
 # the model sees and returns rather than the grid.
-OWN_KEYS = ("plan", "sigma_schedule", "evaluate_at_zero", "invert_sigmas")
+OWN_KEYS = ("plan", "sigma_schedule", "evaluate_at_zero", "invert_sigmas", "calibrated_grid", "calibration")
 GRID_SPACINGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
