@@ -135,7 +135,7 @@ def route_refiner_steps(denoisers: dict[str, torch.nn.Module] | torch.nn.Module,
     """
     if isinstance(denoisers, torch.nn.Module):
         denoisers = {"transformer": denoisers}
-    scheduler.refiner_attached = refiner is not None
+    scheduler.refiner_attached = scheduler.refiner_routed = refiner is not None
     try:
         with ExitStack() as stack:
             hooks = []
@@ -145,4 +145,4 @@ def route_refiner_steps(denoisers: dict[str, torch.nn.Module] | torch.nn.Module,
                 hooks.append(stack.enter_context(installed_hook(module, hook, HOOK_NAME)))
             yield hooks
     finally:
-        scheduler.refiner_attached = False
+        scheduler.refiner_attached = scheduler.refiner_routed = False

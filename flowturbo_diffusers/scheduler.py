@@ -127,8 +127,10 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
                                  "it sets how the sigma grid is shifted (diffusers' FlowMatchEulerDiscreteScheduler).")
         if shift_terminal is not None and not 0 < shift_terminal < 1:
             raise ValueError(f"shift_terminal must lie between 0 and 1 (the last sigma before 0), got {shift_terminal}.")
-        # Set by FlowTurboPipelineMixin for the duration of a call whose R evaluations go to a refiner.
+        # Set by FlowTurboPipelineMixin for the duration of a call whose R evaluations go to a refiner: a refiner is
+        # there (no warning about R steps running as H steps), and the routing hooks must answer every R evaluation.
         self.refiner_attached = False
+        self.refiner_routed = False
         self._warned_refiner_missing = False
         self._warned_start = False
         # Until set_timesteps, expose the training schedule as FlowMatchEulerDiscreteScheduler does.
@@ -404,7 +406,7 @@ class FlowTurboScheduler(SchedulerMixin, ConfigMixin):
                 f"({len(run.evaluations)}); call set_timesteps() before every run."
             )
         evaluation = run.evaluations[index]
-        if evaluation.kind == REFINER and self.refiner_attached and index not in run.answered:
+        if evaluation.kind == REFINER and self.refiner_routed and index not in run.answered:
             raise ValueError(
                 f"The refiner (R) evaluation at entry {index} of plan '{self.plan}' reached no refiner: the pipeline "
                 "computed it with a model FlowTurbo does not hook (FlowTurboPipeline hooks `transformer` and "

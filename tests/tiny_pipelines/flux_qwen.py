@@ -13,30 +13,29 @@ without skipping a class check: see :func:`mistral_tokenizer` and :func:`qwen_vl
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
-from . import (
-    MAX_TEXT_LENGTH,
-    _autoencoder_kl,
-    _byte_vocabulary,
-    _t5_encoder,
-    clip_text_encoder,
-    clip_tokenizer,
-    t5_tokenizer,
-)
 from .cases import PipelineCase
+from .components import (
+    FLUX_SCHEDULER,
+    byte_bpe_tokenizer,
+    diffusers_class,
+    finish,
+    flux_components,
+    flux_like_transformer,
+    flux_vae,
+    image_tensor,
+    mask,
+    prompt_call,
+    qwen2_5_vl_encoder,
+    qwen2_tokenizer,
+    t5_text,
+    text_model,
+)
 
-# FLUX.1-dev's scheduler (also shipped by FLUX.2-dev, FLUX.2-klein and Chroma), image sequence lengths 256 / 4096 / 16.
-FLUX_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "shift": 3.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-    "base_image_seq_len": 16,
-    "max_image_seq_len": 256,
-}
 # FLUX.1-schnell's scheduler: no dynamic shifting (the pipelines still pass mu, which it ignores), shift 1.
 FLUX_SCHNELL_SCHEDULER = {**FLUX_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": False}
 # Qwen/Qwen-Image's scheduler (also Qwen-Image-Edit's), image sequence lengths 256 / 8192 / 16.
@@ -63,28 +62,8 @@ def _scheduler(config: dict):
     return FlowMatchEulerDiscreteScheduler(**config)
 
 
-def _finish(pipe):
-    """Every module in eval() (they are made float32 on the CPU), progress bar off."""
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            component.eval()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _image(seed: int, size: int = SIZE) -> torch.Tensor:
-    """A seeded RGB image batch in [0, 1], shape (1, 3, size, size)."""
-    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _mask(size: int = SIZE) -> torch.Tensor:
-    """A binary mask (1, 1, size, size): repaint the right half."""
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., size // 2 :] = 1.0
-    return mask
-
-
 def _pil_image(seed: int, size: int = SIZE):
+    """A seeded random RGB PIL image (pixels from NumPy's generator)."""
     from PIL import Image
 
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -93,20 +72,6 @@ def _pil_image(seed: int, size: int = SIZE):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Tokenizers and processors (in memory)
-
-
-def _byte_bpe_tokenizer(special: list[str], **kwargs):
-    """A byte-level BPE tokenizer without merges (Mistral's tekken tokenizer is byte-level BPE too)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE(vocab=_byte_vocabulary(special), merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
-    tokenizer.add_special_tokens({"additional_special_tokens": special})
-    return tokenizer
-
 
 # Mistral-Small-3.1's chat template, reduced to what FLUX.2 sends: a system message and user turns of text and images.
 MISTRAL_CHAT_TEMPLATE = (
@@ -136,11 +101,17 @@ def mistral_tokenizer():
     """
     special = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
     special += ["[IMG]", "[IMG_BREAK]", "[IMG_END]"]
-    tokenizer = _byte_bpe_tokenizer(
-        special, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", truncation_side="left"
+    # Mistral's tekken tokenizer is byte-level BPE too (without the GPT-2 split regex).
+    return byte_bpe_tokenizer(
+        special,
+        MISTRAL_CHAT_TEMPLATE,
+        use_regex=False,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        truncation_side="left",
     )
-    tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
-    return tokenizer
 
 
 QWEN_SPECIAL_TOKENS = [
@@ -167,12 +138,10 @@ QWEN3_CHAT_TEMPLATE = (
 
 def qwen_tokenizer():
     """A byte-level Qwen2 tokenizer (no merges) with Qwen's special tokens and a Qwen3-style chat template."""
-    from transformers import Qwen2Tokenizer
-
-    tokenizer = Qwen2Tokenizer(vocab=_byte_vocabulary(QWEN_SPECIAL_TOKENS), merges=[], model_max_length=2048)
+    tokenizer = qwen2_tokenizer(QWEN_SPECIAL_TOKENS, QWEN3_CHAT_TEMPLATE, model_max_length=2048)
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS[1:]})
-    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
     return tokenizer
+
 
 
 def qwen_vl_processor(tokenizer):
@@ -204,100 +173,19 @@ def qwen_vl_processor(tokenizer):
 # Flux (FLUX.1): CLIP + T5, FluxTransformer2DModel, 16-channel latents packed 2x2 (here 4 channels, 2x VAE)
 
 
-def _flux_text_components(seed: int) -> dict:
-    tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
-    return {
-        "tokenizer": tokenizer,
-        "text_encoder": clip_text_encoder(tokenizer, 16, 0, seed),
-        "tokenizer_2": tokenizer_2,
-        "text_encoder_2": _t5_encoder(tokenizer_2, 16, seed + 1),
-    }
+def tiny_flux(pipeline: str = "FluxPipeline", seed: int = 0, controlnet: bool = False, **components):
+    """A FLUX.1-dev-like ``pipeline`` (a diffusers class name; guidance embedding, FLUX.1-dev's scheduler).
 
-
-def _flux_vae(seed: int):
-    return _autoencoder_kl(4, seed, shift_factor=0.1159, scaling_factor=0.3611)
-
-
-def _flux_transformer(seed: int, in_channels: int = 16, out_channels: int | None = None, guidance_embeds: bool = True):
-    from diffusers import FluxTransformer2DModel
-
-    torch.manual_seed(seed)
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        pooled_projection_dim=16,
-        guidance_embeds=guidance_embeds,
-        axes_dims_rope=(2, 2, 4),
-    )
-
-
-def _flux_components(seed: int, scheduler: dict = FLUX_SCHEDULER, **transformer) -> dict:
-    return {
-        "transformer": _flux_transformer(seed, **transformer),
-        "scheduler": _scheduler(scheduler),
-        "vae": _flux_vae(seed + 1),
-        **_flux_text_components(seed + 2),
-    }
-
-
-def tiny_flux(seed: int = 0):
-    """FLUX.1-dev-like `FluxPipeline` (guidance embedding); the case adds true CFG."""
-    from diffusers import FluxPipeline
-
-    return _finish(FluxPipeline(**_flux_components(seed), image_encoder=None, feature_extractor=None))
-
-
-def tiny_flux_img2img(seed: int = 0):
-    from diffusers import FluxImg2ImgPipeline
-
-    return _finish(FluxImg2ImgPipeline(**_flux_components(seed)))
-
-
-def tiny_flux_inpaint(seed: int = 0):
-    """FLUX.1-schnell-like `FluxInpaintPipeline` (no guidance embedding, schnell's scheduler); the case adds CFG."""
-    from diffusers import FluxInpaintPipeline
-
-    components = _flux_components(seed, scheduler=FLUX_SCHNELL_SCHEDULER, guidance_embeds=False)
-    return _finish(FluxInpaintPipeline(**components))
-
-
-def tiny_flux_fill(seed: int = 0):
-    """FLUX.1-Fill-dev-like: the transformer reads [latents, masked-image latents, mask] (16 + 16 + 4 * 2 * 2)."""
-    from diffusers import FluxFillPipeline
-
-    return _finish(FluxFillPipeline(**_flux_components(seed, in_channels=48, out_channels=16)))
-
-
-def tiny_flux_kontext(seed: int = 0):
-    from diffusers import FluxKontextPipeline
-
-    return _finish(FluxKontextPipeline(**_flux_components(seed), image_encoder=None, feature_extractor=None))
-
-
-def tiny_flux_controlnet(seed: int = 0):
-    """InstantX-style `FluxControlNetModel` (no input hint block: the control image is VAE-encoded and packed)."""
-    from diffusers import FluxControlNetModel, FluxControlNetPipeline
-
-    torch.manual_seed(seed + 10)
-    controlnet = FluxControlNetModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        pooled_projection_dim=16,
-        guidance_embeds=True,
-        axes_dims_rope=(2, 2, 4),
-    )
-    return _finish(FluxControlNetPipeline(**_flux_components(seed), controlnet=controlnet))
+    ``components`` go to :func:`~tiny_pipelines.components.flux_components` (``scheduler``, transformer config);
+    ``controlnet`` adds an InstantX-style `FluxControlNetModel` (no input hint block: the control image is
+    VAE-encoded and packed).
+    """
+    extra = {}
+    if controlnet:
+        extra["controlnet"] = flux_like_transformer(
+            "FluxControlNetModel", seed + 10, pooled_projection_dim=16, guidance_embeds=True
+        )
+    return finish(diffusers_class(pipeline)(**flux_components(seed, **components), **extra))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -305,6 +193,7 @@ def tiny_flux_controlnet(seed: int = 0):
 # Mistral-Small-3.1 hidden states, FLUX.2-klein Qwen3 hidden states (each stacks the layers text_encoder_out_layers).
 
 FLUX2_TEXT_LAYERS = (1,)  # hidden states stacked for the transformer (real: (10, 20, 30) / (9, 18, 27))
+FLUX2_TEXT_WIDTH = 16  # hidden size of either text encoder
 
 
 def _flux2_vae(seed: int):
@@ -322,37 +211,17 @@ def _flux2_vae(seed: int):
     )
 
 
-def _flux2_transformer(seed: int, joint_attention_dim: int, guidance_embeds: bool):
-    from diffusers import Flux2Transformer2DModel
-
-    torch.manual_seed(seed)
-    return Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=joint_attention_dim,
-        timestep_guidance_channels=32,
-        axes_dims_rope=(2, 2, 2, 2),
-        guidance_embeds=guidance_embeds,
-    )
-
-
-def tiny_flux2(seed: int = 0):
-    """FLUX.2-dev-like `Flux2Pipeline`: a Mistral3 (Pixtral vision tower) text encoder, guidance embedding."""
-    from diffusers import Flux2Pipeline
+def _mistral3_text(seed: int) -> tuple:
+    """FLUX.2-dev's text side: the Mistral tokenizer and a Mistral3 (Pixtral vision tower) seeded ``seed``."""
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     tokenizer = mistral_tokenizer()
-    hidden = 16
     config = Mistral3Config(
         text_config={
             "model_type": "mistral",
             "vocab_size": len(tokenizer),
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
+            "hidden_size": FLUX2_TEXT_WIDTH,
+            "intermediate_size": 2 * FLUX2_TEXT_WIDTH,
             "num_hidden_layers": 1,
             "num_attention_heads": 2,
             "num_key_value_heads": 1,
@@ -376,50 +245,52 @@ def tiny_flux2(seed: int = 0):
         spatial_merge_size=2,
         vision_feature_layer=-1,
     )
-    torch.manual_seed(seed + 2)
-    text_encoder = Mistral3ForConditionalGeneration(config)
-    return _finish(
-        Flux2Pipeline(
-            transformer=_flux2_transformer(seed, hidden * len(FLUX2_TEXT_LAYERS), guidance_embeds=True),
-            scheduler=_scheduler(FLUX_SCHEDULER),
-            vae=_flux2_vae(seed + 1),
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-        )
-    )
+    torch.manual_seed(seed)
+    return tokenizer, Mistral3ForConditionalGeneration(config)
 
 
-def tiny_flux2_klein(seed: int = 0):
-    """FLUX.2-klein-base-like `Flux2KleinPipeline` (not distilled: true CFG with an empty negative prompt)."""
-    from diffusers import Flux2KleinPipeline
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def _qwen3_text(seed: int) -> tuple:
+    """FLUX.2-klein's text side: the Qwen tokenizer and a Qwen3 causal LM seeded ``seed``."""
+    from transformers import Qwen3ForCausalLM
 
     tokenizer = qwen_tokenizer()
-    hidden = 16
-    torch.manual_seed(seed + 2)
-    text_encoder = Qwen3ForCausalLM(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=8,
-            max_position_embeddings=512,
-            bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    text_encoder = text_model(
+        Qwen3ForCausalLM,
+        tokenizer,
+        seed,
+        hidden_size=FLUX2_TEXT_WIDTH,
+        intermediate_size=2 * FLUX2_TEXT_WIDTH,
+        num_hidden_layers=1,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
-    return _finish(
-        Flux2KleinPipeline(
-            transformer=_flux2_transformer(seed, hidden * len(FLUX2_TEXT_LAYERS), guidance_embeds=False),
+    return tokenizer, text_encoder
+
+
+def tiny_flux2(klein: bool = False, seed: int = 0):
+    """FLUX.2-dev-like `Flux2Pipeline` (Mistral3 text encoder, guidance embedding), or with ``klein``
+    FLUX.2-klein-base-like `Flux2KleinPipeline` (Qwen3 text encoder; not distilled: true CFG with an empty negative
+    prompt)."""
+    tokenizer, text_encoder = (_qwen3_text if klein else _mistral3_text)(seed + 2)
+    transformer = flux_like_transformer(
+        "Flux2Transformer2DModel",
+        seed,
+        joint_attention_dim=FLUX2_TEXT_WIDTH * len(FLUX2_TEXT_LAYERS),
+        timestep_guidance_channels=32,
+        axes_dims_rope=(2, 2, 2, 2),
+        guidance_embeds=not klein,
+    )
+    return finish(
+        diffusers_class("Flux2KleinPipeline" if klein else "Flux2Pipeline")(
+            transformer=transformer,
             scheduler=_scheduler(FLUX_SCHEDULER),
             vae=_flux2_vae(seed + 1),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
-            is_distilled=False,
+            **({"is_distilled": False} if klein else {}),
         )
     )
 
@@ -429,29 +300,22 @@ def tiny_flux2_klein(seed: int = 0):
 
 
 def tiny_chroma(seed: int = 0):
-    from diffusers import ChromaPipeline, ChromaTransformer2DModel
+    from diffusers import ChromaPipeline
 
-    tokenizer = t5_tokenizer()
-    torch.manual_seed(seed)
-    transformer = ChromaTransformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        axes_dims_rope=(2, 2, 4),
+    transformer = flux_like_transformer(
+        "ChromaTransformer2DModel",
+        seed,
         approximator_num_channels=16,
         approximator_hidden_dim=16,
         approximator_layers=1,
     )
-    return _finish(
+    tokenizer, text_encoder = t5_text(seed + 2)
+    return finish(
         ChromaPipeline(
             transformer=transformer,
             scheduler=_scheduler(FLUX_SCHEDULER),
-            vae=_flux_vae(seed + 1),
-            text_encoder=_t5_encoder(tokenizer, 16, seed + 2),
+            vae=flux_vae(seed + 1),
+            text_encoder=text_encoder,
             tokenizer=tokenizer,
             image_encoder=None,
             feature_extractor=None,
@@ -464,45 +328,29 @@ def tiny_chroma(seed: int = 0):
 
 
 def _qwen_text_encoder(tokenizer, seed: int):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
+    """Qwen-Image's Qwen2.5-VL, with its image-token ids and a vision tower that reads 14x14 patches."""
     special = {
         "image_token_id": "<|image_pad|>",
         "video_token_id": "<|video_pad|>",
         "vision_start_token_id": "<|vision_start|>",
         "vision_end_token_id": "<|vision_end|>",
     }
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in special.items()}
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 2048,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
-            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_heads": 2,
-            "out_hidden_size": 16,
+    return qwen2_5_vl_encoder(
+        tokenizer,
+        seed,
+        vision={
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "window_size": 56,
             "fullatt_block_indexes": [0],
         },
-        **ids,
+        ids={name: tokenizer.convert_tokens_to_ids(token) for name, token in special.items()},
+        intermediate_size=32,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
-    torch.manual_seed(seed)
-    return Qwen2_5_VLForConditionalGeneration(config)
 
 
 def _qwen_vae(seed: int, downsamples: int = 1, num_res_blocks: int = 1, base_dim: int = 4):
@@ -538,35 +386,6 @@ def _qwen_transformer(seed: int):
     )
 
 
-def _qwen_components(seed: int, **vae) -> dict:
-    tokenizer = qwen_tokenizer()
-    return {
-        "transformer": _qwen_transformer(seed),
-        "scheduler": _scheduler(QWEN_SCHEDULER),
-        "vae": _qwen_vae(seed + 1, **vae),
-        "text_encoder": _qwen_text_encoder(tokenizer, seed + 2),
-        "tokenizer": tokenizer,
-    }
-
-
-def tiny_qwenimage(seed: int = 0):
-    from diffusers import QwenImagePipeline
-
-    return _finish(QwenImagePipeline(**_qwen_components(seed)))
-
-
-def tiny_qwenimage_img2img(seed: int = 0):
-    from diffusers import QwenImageImg2ImgPipeline
-
-    return _finish(QwenImageImg2ImgPipeline(**_qwen_components(seed)))
-
-
-def tiny_qwenimage_inpaint(seed: int = 0):
-    from diffusers import QwenImageInpaintPipeline
-
-    return _finish(QwenImageInpaintPipeline(**_qwen_components(seed)))
-
-
 # QwenImageEditPipeline resizes the condition image to about 1024x1024 whatever its size (calculate_dimensions(1024 *
 # 1024, ratio)) and VAE-encodes it on every call, so its VAE compresses 64x (16x16 latents, 8x8 packed tokens), is as
 # narrow as possible and has no residual blocks. The output is 1024x1024 too (the pipeline's default for a square
@@ -575,96 +394,38 @@ EDIT_VAE_DOWNSAMPLES = 6
 EDIT_SIZE = 1024
 
 
-def tiny_qwenimage_edit(seed: int = 0):
-    from diffusers import QwenImageEditPipeline
-
-    components = _qwen_components(seed, downsamples=EDIT_VAE_DOWNSAMPLES, num_res_blocks=0, base_dim=2)
-    return _finish(QwenImageEditPipeline(**components, processor=qwen_vl_processor(components["tokenizer"])))
+def tiny_qwenimage(pipeline: str = "QwenImagePipeline", seed: int = 0, edit: bool = False):
+    """A Qwen-Image ``pipeline`` (a diffusers class name); ``edit`` gives it the Edit pipeline's 64x VAE and a
+    Qwen2-VL processor."""
+    tokenizer = qwen_tokenizer()
+    vae = {"downsamples": EDIT_VAE_DOWNSAMPLES, "num_res_blocks": 0, "base_dim": 2} if edit else {}
+    components = {
+        "transformer": _qwen_transformer(seed),
+        "scheduler": _scheduler(QWEN_SCHEDULER),
+        "vae": _qwen_vae(seed + 1, **vae),
+        "text_encoder": _qwen_text_encoder(tokenizer, seed + 2),
+        "tokenizer": tokenizer,
+    }
+    if edit:
+        components["processor"] = qwen_vl_processor(tokenizer)
+    return finish(diffusers_class(pipeline)(**components))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Call arguments
 
-_FLUX_TEXT = {"prompt": PROMPT, "height": SIZE, "width": SIZE, "max_sequence_length": MAX_TEXT_LENGTH}
 _TRUE_CFG = {"negative_prompt": NEGATIVE_PROMPT, "true_cfg_scale": 2.0}
-
-
-def _flux_kwargs():
-    return {**_FLUX_TEXT, **_TRUE_CFG, "guidance_scale": 3.5}
-
-
-def _flux_img2img_kwargs():
-    return {**_FLUX_TEXT, "image": _image(1), "strength": 0.75, "guidance_scale": 3.5}
-
-
-def _flux_inpaint_kwargs():
-    return {**_FLUX_TEXT, **_TRUE_CFG, "image": _image(1), "mask_image": _mask(), "strength": 0.8}
-
-
-def _flux_fill_kwargs():
-    return {**_FLUX_TEXT, "image": _image(1), "mask_image": _mask(), "guidance_scale": 30.0}
-
-
-def _flux_kontext_kwargs():
-    return {
-        **_FLUX_TEXT,
-        **_TRUE_CFG,
-        "image": _pil_image(1),
-        "guidance_scale": 2.5,
-        "max_area": SIZE * SIZE,
-        "_auto_resize": False,
-    }
-
-
-def _flux_controlnet_kwargs():
-    return {
-        **_FLUX_TEXT,
-        "control_image": _image(2),
-        "controlnet_conditioning_scale": 0.7,
-        "guidance_scale": 3.5,
-    }
-
-
-def _flux2_kwargs():
-    """FLUX.2-dev embeds guidance_scale; FLUX.2-klein-base runs CFG when guidance_scale > 1."""
-    return {
-        "prompt": PROMPT,
-        "height": SIZE,
-        "width": SIZE,
-        "max_sequence_length": 32,
-        "text_encoder_out_layers": FLUX2_TEXT_LAYERS,
-        "guidance_scale": 4.0,
-    }
-
-
-def _chroma_kwargs():
-    return {**_FLUX_TEXT, "negative_prompt": NEGATIVE_PROMPT, "guidance_scale": 3.0}
-
-
-_QWEN_TEXT = {"prompt": PROMPT, "height": SIZE, "width": SIZE, "max_sequence_length": MAX_TEXT_LENGTH}
 _QWEN_CFG = {"negative_prompt": NEGATIVE_PROMPT, "true_cfg_scale": 4.0}
 
 
-def _qwenimage_kwargs():
-    return {**_QWEN_TEXT, **_QWEN_CFG}
+def _call(size: int = SIZE, **extra) -> dict:
+    """A tiny call: the prompt, a ``size`` x ``size`` image, 16 text tokens and ``extra``."""
+    return prompt_call(PROMPT, size, **extra)
 
 
-def _qwenimage_img2img_kwargs():
-    return {**_QWEN_TEXT, "image": _image(1), "strength": 0.75, "true_cfg_scale": 1.0}
-
-
-def _qwenimage_inpaint_kwargs():
-    return {**_QWEN_TEXT, **_QWEN_CFG, "image": _image(1), "mask_image": _mask(), "strength": 0.8}
-
-
-def _qwenimage_edit_kwargs():
-    return {
-        **_QWEN_TEXT,
-        **_QWEN_CFG,
-        "image": _pil_image(1),
-        "height": EDIT_SIZE,
-        "width": EDIT_SIZE,
-    }
+def _flux2_call() -> dict:
+    """FLUX.2-dev embeds guidance_scale; FLUX.2-klein-base runs CFG when guidance_scale > 1."""
+    return _call(max_sequence_length=32, text_encoder_out_layers=FLUX2_TEXT_LAYERS, guidance_scale=4.0)
 
 
 CASES: list[PipelineCase] = [
@@ -672,23 +433,24 @@ CASES: list[PipelineCase] = [
         "FluxPipeline",
         "Flux",
         tiny_flux,
-        _flux_kwargs,
+        lambda: _call(**_TRUE_CFG, guidance_scale=3.5),
         calls_per_evaluation=2,
         notes="FLUX.1-dev-like (guidance embedding) with true CFG (negative prompt, true_cfg_scale=2).",
     ),
     PipelineCase(
         "FluxImg2ImgPipeline",
         "Flux",
-        tiny_flux_img2img,
-        _flux_img2img_kwargs,
+        partial(tiny_flux, "FluxImg2ImgPipeline"),
+        lambda: _call(image=image_tensor(1), strength=0.75, guidance_scale=3.5),
         notes="strength=0.75: the pipeline slices timesteps and calls set_begin_index.",
         extra={"strength": 0.75},
     ),
     PipelineCase(
         "FluxInpaintPipeline",
         "Flux",
-        tiny_flux_inpaint,
-        _flux_inpaint_kwargs,
+        # FLUX.1-schnell-like: no guidance embedding, schnell's scheduler.
+        partial(tiny_flux, "FluxInpaintPipeline", scheduler=FLUX_SCHNELL_SCHEDULER, guidance_embeds=False),
+        lambda: _call(**_TRUE_CFG, image=image_tensor(1), mask_image=mask(), strength=0.8),
         calls_per_evaluation=2,
         notes="FLUX.1-schnell-like (no guidance embedding; scheduler without dynamic shifting, shift 1) with true "
         "CFG; strength=0.8; re-noises the known region with scale_noise after every step.",
@@ -697,24 +459,27 @@ CASES: list[PipelineCase] = [
     PipelineCase(
         "FluxFillPipeline",
         "Flux",
-        tiny_flux_fill,
-        _flux_fill_kwargs,
+        # FLUX.1-Fill-dev-like: the transformer reads [latents, masked-image latents, mask] (16 + 16 + 4 * 2 * 2).
+        partial(tiny_flux, "FluxFillPipeline", in_channels=48, out_channels=16),
+        lambda: _call(image=image_tensor(1), mask_image=mask(), guidance_scale=30.0),
         notes="FLUX.1-Fill-dev-like (guidance_scale=30, no CFG); strength 1.0 (default): scale_noise at sigma 1.",
         extra={"strength": 1.0},
     ),
     PipelineCase(
         "FluxKontextPipeline",
         "Flux",
-        tiny_flux_kontext,
-        _flux_kontext_kwargs,
+        partial(tiny_flux, "FluxKontextPipeline"),
+        lambda: _call(
+            **_TRUE_CFG, image=_pil_image(1), guidance_scale=2.5, max_area=SIZE * SIZE, _auto_resize=False
+        ),
         calls_per_evaluation=2,
         notes="FLUX.1-Kontext-dev-like with true CFG; a 32x32 condition image (max_area=32*32, _auto_resize=False).",
     ),
     PipelineCase(
         "FluxControlNetPipeline",
         "Flux",
-        tiny_flux_controlnet,
-        _flux_controlnet_kwargs,
+        partial(tiny_flux, "FluxControlNetPipeline", controlnet=True),
+        lambda: _call(control_image=image_tensor(2), controlnet_conditioning_scale=0.7, guidance_scale=3.5),
         notes="InstantX-style ControlNet, called once before every transformer call; control_guidance_start/end "
         "are fractions of len(timesteps).",
         extra={"also_called": ("controlnet",)},
@@ -723,15 +488,15 @@ CASES: list[PipelineCase] = [
         "Flux2Pipeline",
         "Flux 2",
         tiny_flux2,
-        _flux2_kwargs,
+        _flux2_call,
         notes="FLUX.2-dev-like (guidance embedding, no CFG); mu from compute_empirical_mu(image_seq_len, "
         "num_inference_steps), not from the scheduler config.",
     ),
     PipelineCase(
         "Flux2KleinPipeline",
         "Flux 2",
-        tiny_flux2_klein,
-        _flux2_kwargs,
+        partial(tiny_flux2, klein=True),
+        _flux2_call,
         calls_per_evaluation=2,
         notes="FLUX.2-klein-base-like (is_distilled=False): CFG with an empty negative prompt at guidance_scale=4; "
         "mu from compute_empirical_mu.",
@@ -740,7 +505,7 @@ CASES: list[PipelineCase] = [
         "ChromaPipeline",
         "Chroma",
         tiny_chroma,
-        _chroma_kwargs,
+        lambda: _call(negative_prompt=NEGATIVE_PROMPT, guidance_scale=3.0),
         calls_per_evaluation=2,
         notes="Real CFG (negative prompt, guidance_scale=3) as two transformer calls.",
     ),
@@ -748,23 +513,23 @@ CASES: list[PipelineCase] = [
         "QwenImagePipeline",
         "Qwen-Image",
         tiny_qwenimage,
-        _qwenimage_kwargs,
+        lambda: _call(**_QWEN_CFG),
         calls_per_evaluation=2,
         notes="True CFG (negative prompt, true_cfg_scale=4); scheduler with shift_terminal=0.02.",
     ),
     PipelineCase(
         "QwenImageImg2ImgPipeline",
         "Qwen-Image",
-        tiny_qwenimage_img2img,
-        _qwenimage_img2img_kwargs,
+        partial(tiny_qwenimage, "QwenImageImg2ImgPipeline"),
+        lambda: _call(image=image_tensor(1), strength=0.75, true_cfg_scale=1.0),
         notes="No CFG; strength=0.75: the pipeline slices timesteps and calls set_begin_index.",
         extra={"strength": 0.75},
     ),
     PipelineCase(
         "QwenImageInpaintPipeline",
         "Qwen-Image",
-        tiny_qwenimage_inpaint,
-        _qwenimage_inpaint_kwargs,
+        partial(tiny_qwenimage, "QwenImageInpaintPipeline"),
+        lambda: _call(**_QWEN_CFG, image=image_tensor(1), mask_image=mask(), strength=0.8),
         calls_per_evaluation=2,
         notes="True CFG; strength=0.8; re-noises the known region with scale_noise after every step.",
         extra={"strength": 0.8},
@@ -772,8 +537,8 @@ CASES: list[PipelineCase] = [
     PipelineCase(
         "QwenImageEditPipeline",
         "Qwen-Image",
-        tiny_qwenimage_edit,
-        _qwenimage_edit_kwargs,
+        partial(tiny_qwenimage, "QwenImageEditPipeline", edit=True),
+        lambda: _call(EDIT_SIZE, **_QWEN_CFG, image=_pil_image(1)),
         calls_per_evaluation=2,
         notes="True CFG. The pipeline always resizes the condition image to ~1024x1024 and VAE-encodes it on every "
         "call, so this case is slower than the others (the VAE's first convolution over 1 MP dominates, ~1 s on a "

@@ -10,24 +10,34 @@ from __future__ import annotations
 
 import torch
 
-from . import _byte_vocabulary, _t5_encoder, clip_text_encoder, clip_tokenizer, t5_tokenizer
 from .cases import PipelineCase
+from .components import (
+    MAX_TEXT_LENGTH,
+    byte_vocabulary,
+    clip_text_encoder,
+    clip_tokenizer,
+    diffusers_class,
+    finish,
+    flow_solver,
+    gemma2_encoder,
+    gemma_tokenizer,
+    prompt_call,
+    qwen2_5_vl_encoder,
+    qwen2_tokenizer,
+    qwen_mrope,
+    t5_encoder,
+    t5_text,
+    text_model,
+    wan_components,
+    wan_transformer,
+    wan_vae,
+)
 
 PROMPT = "dance monkey"
 NEGATIVE_PROMPT = "blurry"
-TEXT_LENGTH = 16
 
 
 # --- shared pieces ---------------------------------------------------------------------------------------------
-
-
-def _finish(pipe):
-    """Put every module of ``pipe`` in eval mode and silence its progress bar."""
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            component.eval()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _image(seed: int, width: int, height: int):
@@ -44,224 +54,62 @@ def _video(seed: int, num_frames: int, width: int, height: int) -> list:
     return [_image(seed + index, width, height) for index in range(num_frames)]
 
 
-def _unipc_flow(flow_shift: float):
-    """The scheduler Wan 2.x and SkyReels V2 checkpoints ship: UniPC with flow sigmas and flow prediction."""
-    from diffusers import UniPCMultistepScheduler
-
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
-
-
-def _umt5(seed: int):
-    tokenizer = t5_tokenizer()
-    return tokenizer, _t5_encoder(tokenizer, 16, seed, umt5=True)
-
-
-# --- Wan 2.1 / 2.2 -----------------------------------------------------------------------------------------------
-
-
-def _wan_transformer(seed: int, in_channels: int = 4, out_channels: int = 4, **config):
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        text_dim=16,
-        freq_dim=16,
-        ffn_dim=16,
-        num_layers=1,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        **config,
-    ).eval()
-
-
-def _wan_vae(seed: int, z_dim: int = 4):
-    """A tiny Wan 2.1 VAE (8x spatial, 4x temporal compression)."""
-    from diffusers import AutoencoderKLWan
-
-    torch.manual_seed(seed)
-    return AutoencoderKLWan(
-        base_dim=3,
-        z_dim=z_dim,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * z_dim,
-        latents_std=[1.0] * z_dim,
-    ).eval()
-
-
-def _wan22_vae(seed: int, z_dim: int = 4):
-    """A tiny Wan 2.2 (TI2V-5B) VAE: residual, 2x2 pixel patches, 16x spatial and 4x temporal compression."""
-    from diffusers import AutoencoderKLWan
-
-    torch.manual_seed(seed)
-    return AutoencoderKLWan(
-        base_dim=3,
-        z_dim=z_dim,
-        in_channels=12,
-        out_channels=12,
-        is_residual=True,
-        patch_size=2,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        scale_factor_spatial=16,
-        scale_factor_temporal=4,
-        latents_mean=[0.0] * z_dim,
-        latents_std=[1.0] * z_dim,
-    ).eval()
-
-
-def build_wan(seed: int = 0):
-    """Wan 2.1 T2V (1.3B-like): UniPC flow, shift 3 (480p)."""
-    from diffusers import WanPipeline
-
-    tokenizer, text_encoder = _umt5(seed + 2)
-    pipe = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=_wan_vae(seed + 1),
-        scheduler=_unipc_flow(3.0),
-        transformer=_wan_transformer(seed),
+def _call(guidance_scale: float = 5.0, size: int = 16, num_frames: int = 5, **extra) -> dict:
+    """A tiny text-to-video call: the prompt and negative prompt, a ``size`` x ``size`` video of ``num_frames``
+    frames, 16 text tokens and ``extra``."""
+    return prompt_call(
+        PROMPT, size, NEGATIVE_PROMPT, guidance_scale=guidance_scale, num_frames=num_frames, **extra
     )
-    return _finish(pipe)
 
 
-def build_wan_i2v(seed: int = 0):
-    """Wan 2.1 I2V 480p: transformer input is [latents, 4 mask channels, image latents]; CLIP vision image embeds."""
-    from diffusers import WanImageToVideoPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
-    tokenizer, text_encoder = _umt5(seed + 2)
-    torch.manual_seed(seed + 3)
-    image_encoder = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=8,
-            intermediate_size=16,
-            projection_dim=8,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=4,
-            patch_size=2,
-        )
-    ).eval()
-    image_processor = CLIPImageProcessor(crop_size=4, size=4)
-    pipe = WanImageToVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=_wan_vae(seed + 1),
-        scheduler=_unipc_flow(3.0),
-        image_processor=image_processor,
-        image_encoder=image_encoder,
-        transformer=_wan_transformer(seed, in_channels=4 + 4 + 4, out_channels=4, image_dim=8),
-    )
-    return _finish(pipe)
+def _pooled_clip(seed: int) -> dict:
+    """The CLIP text encoder of HunyuanVideo and Kandinsky 5 (seeded ``seed``): always pooled over 77 tokens."""
+    tokenizer_2 = clip_tokenizer()
+    return {"text_encoder_2": clip_text_encoder(tokenizer_2, 8, 0, seed, max_length=77), "tokenizer_2": tokenizer_2}
 
 
-def build_wan_v2v(seed: int = 0):
-    """Wan 2.1 V2V (runs the T2V 1.3B checkpoint): UniPC flow, shift 3."""
-    from diffusers import WanVideoToVideoPipeline
-
-    tokenizer, text_encoder = _umt5(seed + 2)
-    pipe = WanVideoToVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=_wan_vae(seed + 1),
-        scheduler=_unipc_flow(3.0),
-        transformer=_wan_transformer(seed),
-    )
-    return _finish(pipe)
+# --- Wan 2.1 / 2.2, SkyReels V2 ----------------------------------------------------------------------------------
 
 
-def build_wan22_a14b(seed: int = 0):
-    """Wan 2.2 T2V A14B: two experts split at boundary_ratio 0.875, UniPC flow, shift 3.
+def build_wan(
+    pipeline: str = "WanPipeline",
+    seed: int = 0,
+    *,
+    flow_shift: float = 3.0,
+    residual_vae: bool = False,
+    image_to_video: bool = False,
+    two_experts: bool = False,
+    transformer_class: str = "WanTransformer3DModel",
+    **extra,
+):
+    """A Wan-like ``pipeline`` (a diffusers class name): UMT5, Wan VAE, UniPC on flow sigmas with ``flow_shift`` and a
+    ``transformer_class`` transformer; ``extra`` goes to the pipeline.
 
-    Shift 3 is what diffusers' conversion script writes for Wan 2.2 T2V (the original Wan repo samples with shift 12).
-    With 4 steps the high-noise ``transformer`` takes timesteps 999 and 900, the low-noise ``transformer_2`` 750 and
-    500, so both experts run.
+    ``residual_vae`` gives it Wan 2.2 TI2V-5B's VAE; ``image_to_video`` Wan 2.1 I2V's CLIP vision image embeddings (the
+    transformer reads [latents, 4 mask channels, image latents]); ``two_experts`` a second transformer (Wan 2.2 A14B's
+    low-noise expert).
     """
-    from diffusers import WanPipeline
+    transformer = {"in_channels": 4 + 4 + 4, "image_dim": 8} if image_to_video else {}
+    components = wan_components(seed, flow_shift, residual_vae, model_class=transformer_class, **transformer)
+    if image_to_video:
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    tokenizer, text_encoder = _umt5(seed + 2)
-    pipe = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=_wan_vae(seed + 1),
-        scheduler=_unipc_flow(3.0),
-        transformer=_wan_transformer(seed),
-        transformer_2=_wan_transformer(seed + 10),
-        boundary_ratio=0.875,
-    )
-    return _finish(pipe)
-
-
-def build_wan22_ti2v(seed: int = 0):
-    """Wan 2.2 TI2V 5B as text-to-video: per-token timesteps (``expand_timesteps``), 16x VAE, UniPC flow, shift 5."""
-    from diffusers import WanPipeline
-
-    tokenizer, text_encoder = _umt5(seed + 2)
-    pipe = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=_wan22_vae(seed + 1),
-        scheduler=_unipc_flow(5.0),
-        transformer=_wan_transformer(seed),
-        expand_timesteps=True,
-    )
-    return _finish(pipe)
-
-
-def _wan_kwargs(**overrides) -> dict:
-    kwargs = {
-        "prompt": PROMPT,
-        "negative_prompt": NEGATIVE_PROMPT,
-        "height": 16,
-        "width": 16,
-        "num_frames": 5,
-        "guidance_scale": 5.0,
-        "max_sequence_length": TEXT_LENGTH,
-    }
-    kwargs.update(overrides)
-    return kwargs
-
-
-# --- SkyReels V2 -------------------------------------------------------------------------------------------------
-
-
-def build_skyreels_v2(seed: int = 0):
-    """SkyReels V2 T2V: a Wan-like transformer, Wan VAE, UMT5; UniPC flow with the documented T2V shift 8."""
-    from diffusers import SkyReelsV2Pipeline, SkyReelsV2Transformer3DModel
-
-    tokenizer, text_encoder = _umt5(seed + 2)
-    torch.manual_seed(seed)
-    transformer = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=4,
-        text_dim=16,
-        freq_dim=16,
-        ffn_dim=16,
-        num_layers=1,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
-    pipe = SkyReelsV2Pipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        transformer=transformer,
-        vae=_wan_vae(seed + 1),
-        scheduler=_unipc_flow(8.0),
-    )
-    return _finish(pipe)
+        torch.manual_seed(seed + 3)
+        components["image_encoder"] = CLIPVisionModel(
+            CLIPVisionConfig(
+                hidden_size=8,
+                intermediate_size=16,
+                projection_dim=8,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=4,
+                patch_size=2,
+            )
+        ).eval()
+        components["image_processor"] = CLIPImageProcessor(crop_size=4, size=4)
+    if two_experts:
+        components["transformer_2"] = wan_transformer(seed + 10)
+    return finish(diffusers_class(pipeline)(**components, **extra))
 
 
 # --- HunyuanVideo ------------------------------------------------------------------------------------------------
@@ -271,8 +119,10 @@ def llama_tokenizer():
     """A byte-level Llama tokenizer (no merges) with a pad token, as HunyuanVideo pads its prompts to a fixed length."""
     from transformers import LlamaTokenizer
 
-    vocab = _byte_vocabulary(["<unk>", "<s>", "</s>", "<pad>"])
-    return LlamaTokenizer(vocab=vocab, merges=[], pad_token="<pad>", padding_side="right", model_max_length=TEXT_LENGTH)
+    vocab = byte_vocabulary(["<unk>", "<s>", "</s>", "<pad>"])
+    return LlamaTokenizer(
+        vocab=vocab, merges=[], pad_token="<pad>", padding_side="right", model_max_length=MAX_TEXT_LENGTH
+    )
 
 
 def _hunyuan_video_vae(seed: int):
@@ -300,7 +150,7 @@ def _hunyuan_video_vae(seed: int):
 def build_hunyuan_video(seed: int = 0):
     """HunyuanVideo T2V: guidance-distilled transformer (``guidance_embeds``), Llama + CLIP text encoders, shift 7."""
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaModel
 
     torch.manual_seed(seed)
     transformer = HunyuanVideoTransformer3DModel(
@@ -319,38 +169,41 @@ def build_hunyuan_video(seed: int = 0):
         rope_axes_dim=(2, 2, 4),
     )
     tokenizer = llama_tokenizer()
-    torch.manual_seed(seed + 2)
     # HunyuanVideo reads the third-to-last hidden state, so the Llama needs at least 2 layers.
-    text_encoder = LlamaModel(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+    text_encoder = text_model(
+        LlamaModel,
+        tokenizer,
+        seed + 2,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
-    # The pooled CLIP prompt is always tokenized to 77 tokens.
-    tokenizer_2 = clip_tokenizer()
-    text_encoder_2 = clip_text_encoder(tokenizer_2, 8, 0, seed + 3, max_length=77)
     pipe = HunyuanVideoPipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=transformer,
         vae=_hunyuan_video_vae(seed + 1),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
+        **_pooled_clip(seed + 3),
     )
-    return _finish(pipe)
+    return finish(pipe)
 
 
 # --- LTX-Video ---------------------------------------------------------------------------------------------------
+
+# LTX-Video 0.9.0/0.9.1's scheduler (LTX-2 ships it too): resolution-dependent shift (``mu``), shift_terminal 0.1.
+LTX_SCHEDULER = {
+    "use_dynamic_shifting": True,
+    "base_shift": 0.95,
+    "max_shift": 2.05,
+    "base_image_seq_len": 1024,
+    "max_image_seq_len": 4096,
+    "shift_terminal": 0.1,
+}
 
 
 def _ltx_transformer(seed: int):
@@ -399,42 +252,19 @@ def _ltx_vae(seed: int):
     return vae
 
 
-def build_ltx(seed: int = 0):
-    """LTX-Video 0.9.0/0.9.1 T2V: T5, resolution-dependent shift (``use_dynamic_shifting``, ``mu``), shift_terminal."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+def build_ltx(pipeline: str = "LTXPipeline", seed: int = 0, scheduler: dict = LTX_SCHEDULER):
+    """An LTX-Video ``pipeline`` (a diffusers class name): T5, FlowMatchEuler with ``scheduler``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    tokenizer = t5_tokenizer()
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True,
-        base_shift=0.95,
-        max_shift=2.05,
-        base_image_seq_len=1024,
-        max_image_seq_len=4096,
-        shift_terminal=0.1,
-    )
-    pipe = LTXPipeline(
-        scheduler=scheduler,
+    tokenizer, text_encoder = t5_text(seed + 2)
+    pipe = diffusers_class(pipeline)(
+        scheduler=FlowMatchEulerDiscreteScheduler(**scheduler),
         vae=_ltx_vae(seed + 1),
-        text_encoder=_t5_encoder(tokenizer, 16, seed + 2),
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=_ltx_transformer(seed),
     )
-    return _finish(pipe)
-
-
-def build_ltx_condition(seed: int = 0):
-    """LTX-Video 0.9.5 conditioning pipeline: plain FlowMatchEuler (no dynamic shifting), as that checkpoint ships."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline
-
-    tokenizer = t5_tokenizer()
-    pipe = LTXConditionPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False),
-        vae=_ltx_vae(seed + 1),
-        text_encoder=_t5_encoder(tokenizer, 16, seed + 2),
-        tokenizer=tokenizer,
-        transformer=_ltx_transformer(seed),
-    )
-    return _finish(pipe)
+    return finish(pipe)
 
 
 # --- Mochi -------------------------------------------------------------------------------------------------------
@@ -457,7 +287,7 @@ def build_mochi(seed: int = 0):
         text_embed_dim=16,
         time_embed_dim=4,
         activation_fn="swiglu",
-        max_sequence_length=TEXT_LENGTH,
+        max_sequence_length=MAX_TEXT_LENGTH,
     )
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLMochi(
@@ -467,15 +297,15 @@ def build_mochi(seed: int = 0):
         decoder_block_out_channels=(32, 32, 32, 32),  # GroupNorm uses 32 groups
         layers_per_block=(1, 1, 1, 1, 1),
     )
-    tokenizer = t5_tokenizer()
+    tokenizer, text_encoder = t5_text(seed + 2)
     pipe = MochiPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(invert_sigmas=True),
         vae=vae,
-        text_encoder=_t5_encoder(tokenizer, 16, seed + 2),
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=transformer,
     )
-    return _finish(pipe)
+    return finish(pipe)
 
 
 # --- SanaVideo ---------------------------------------------------------------------------------------------------
@@ -483,10 +313,7 @@ def build_mochi(seed: int = 0):
 
 def build_sana_video(seed: int = 0):
     """SANA-Video 2B 480p: Gemma-2 text encoder, Wan VAE, DPM-Solver with flow sigmas, flow_shift 8."""
-    from diffusers import DPMSolverMultistepScheduler, SanaVideoPipeline, SanaVideoTransformer3DModel
-    from transformers import Gemma2Config, Gemma2Model
-
-    from . import gemma_tokenizer
+    from diffusers import SanaVideoPipeline, SanaVideoTransformer3DModel
 
     torch.manual_seed(seed)
     transformer = SanaVideoTransformer3DModel(
@@ -506,29 +333,14 @@ def build_sana_video(seed: int = 0):
         rope_max_seq_len=32,
     )
     tokenizer = gemma_tokenizer()
-    torch.manual_seed(seed + 2)
-    text_encoder = Gemma2Model(
-        Gemma2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=8,
-            intermediate_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=4,
-            max_position_embeddings=64,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = DPMSolverMultistepScheduler(flow_shift=8.0, use_flow_sigmas=True, prediction_type="flow_prediction")
     pipe = SanaVideoPipeline(
         tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=_wan_vae(seed + 1),
+        text_encoder=gemma2_encoder(tokenizer, seed + 2),
+        vae=wan_vae(seed + 1),
         transformer=transformer,
-        scheduler=scheduler,
+        scheduler=flow_solver("DPMSolverMultistepScheduler", 8.0),
     )
-    return _finish(pipe)
+    return finish(pipe)
 
 
 # --- HunyuanVideo 1.5 --------------------------------------------------------------------------------------------
@@ -541,12 +353,9 @@ QWEN_CHAT_TEMPLATE = (
 
 def qwen_tokenizer():
     """A byte-level Qwen2 tokenizer (no merges) with Qwen's chat markers and a ChatML chat template."""
-    from transformers import Qwen2Tokenizer
-
-    vocab = _byte_vocabulary(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], padding_side="right", model_max_length=1024)
-    tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = qwen2_tokenizer(special, QWEN_CHAT_TEMPLATE, padding_side="right", model_max_length=1024)
+    tokenizer.add_tokens(special[1:], special_tokens=True)
     return tokenizer
 
 
@@ -573,7 +382,7 @@ def build_hunyuan_video15(seed: int = 0):
         HunyuanVideo15Transformer3DModel,
     )
     from diffusers.guiders import ClassifierFreeGuidance
-    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextModel
 
     torch.manual_seed(seed)
     transformer = HunyuanVideo15Transformer3DModel(
@@ -606,46 +415,39 @@ def build_hunyuan_video15(seed: int = 0):
         upsample_match_channel=False,
     )
     tokenizer = qwen_tokenizer()
-    torch.manual_seed(seed + 2)
     # It reads the third-to-last hidden state: 2 layers at least. head_dim 8 = 2 * sum(mrope_section).
-    text_encoder = Qwen2_5_VLTextModel(
-        Qwen2_5_VLTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
-            bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    text_encoder = text_model(
+        Qwen2_5_VLTextModel,
+        tokenizer,
+        seed + 2,
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_parameters=qwen_mrope(),
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
     tokenizer_2 = ByT5Tokenizer()
-    torch.manual_seed(seed + 3)
-    text_encoder_2 = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer_2), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
-    )
     pipe = HunyuanVideo15Pipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=transformer,
         vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-        text_encoder_2=text_encoder_2,
+        text_encoder_2=t5_encoder(tokenizer_2, 16, seed + 3),
         tokenizer_2=tokenizer_2,
         guider=ClassifierFreeGuidance(guidance_scale=6.0),
     )
-    pipe.tokenizer_max_length = TEXT_LENGTH
+    pipe.tokenizer_max_length = MAX_TEXT_LENGTH
     # Every call projects the glyph tokens through a fixed 2048-wide MLP (HunyuanVideo15ByT5TextProjection), the
     # costliest part of the tiny model: keep them few.
     pipe.tokenizer_2_max_length = 4
     pipe.vision_num_semantic_tokens = 4
     pipe.system_message = "Describe the video."
     pipe.prompt_template_encode_start_idx = _chat_prefix_length(tokenizer, pipe.system_message)
-    return _finish(pipe)
+    return finish(pipe)
 
 
 # --- Kandinsky 5 ------------------------------------------------------------------------------------------------
@@ -660,7 +462,6 @@ def build_kandinsky5_t2v(seed: int = 0):
     is an instance attribute, shortened here, with ``prompt_template_encode_start_idx`` recomputed to crop it exactly.
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, Kandinsky5T2VPipeline, Kandinsky5Transformer3DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     transformer = Kandinsky5Transformer3DModel(
@@ -679,46 +480,27 @@ def build_kandinsky5_t2v(seed: int = 0):
         attention_type="regular",
     )
     tokenizer = qwen_tokenizer()
-    torch.manual_seed(seed + 2)
-    text_encoder = Qwen2_5_VLForConditionalGeneration(
-        Qwen2_5_VLConfig(
-            text_config={
-                "vocab_size": len(tokenizer),
-                "hidden_size": 16,
-                "intermediate_size": 16,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "num_key_value_heads": 2,
-                "max_position_embeddings": 1024,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
-                "bos_token_id": tokenizer.convert_tokens_to_ids("<|im_start|>"),
-                "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                "pad_token_id": tokenizer.pad_token_id,
-            },
-            vision_config={
-                "depth": 1,
-                "hidden_size": 16,
-                "intermediate_size": 16,
-                "num_heads": 2,
-                "out_hidden_size": 16,
-            },
-        )
+    text_encoder = qwen2_5_vl_encoder(
+        tokenizer,
+        seed + 2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
-    tokenizer_2 = clip_tokenizer()
     pipe = Kandinsky5T2VPipeline(
         transformer=transformer,
         vae=_hunyuan_video_vae(seed + 1),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         # Kandinsky pools CLIP over a fixed 77-token context.
-        text_encoder_2=clip_text_encoder(tokenizer_2, 8, 0, seed + 3, max_length=77),
-        tokenizer_2=tokenizer_2,
+        **_pooled_clip(seed + 3),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
     )
     pipe.prompt_template = "<|im_start|>system\nDescribe the video.<|im_end|>\n<|im_start|>user\n{}<|im_end|>"
     prefix = pipe.prompt_template[: pipe.prompt_template.index("{}")]
     pipe.prompt_template_encode_start_idx = len(tokenizer(prefix, add_special_tokens=False).input_ids)
-    return _finish(pipe)
+    return finish(pipe)
 
 
 # --- LTX-2 ------------------------------------------------------------------------------------------------------
@@ -741,8 +523,6 @@ def build_ltx2(seed: int = 0):
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
-
-    from . import gemma_tokenizer
 
     tokenizer = gemma_tokenizer()
     text_layers, text_dim = 1, 16
@@ -867,16 +647,8 @@ def build_ltx2(seed: int = 0):
         leaky_relu_negative_slope=0.1,
         output_sampling_rate=16000,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True,
-        base_shift=0.95,
-        max_shift=2.05,
-        base_image_seq_len=1024,
-        max_image_seq_len=4096,
-        shift_terminal=0.1,
-    )
     pipe = LTX2Pipeline(
-        scheduler=scheduler,
+        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER),
         vae=vae,
         audio_vae=audio_vae,
         text_encoder=text_encoder,
@@ -885,15 +657,15 @@ def build_ltx2(seed: int = 0):
         transformer=transformer,
         vocoder=vocoder,
     )
-    return _finish(pipe)
+    return finish(pipe)
 
 
 CASES: list[PipelineCase] = [
     PipelineCase(
         pipeline="WanPipeline",
         family="Wan 2.1",
-        build=build_wan,
-        call_kwargs=_wan_kwargs,
+        build=build_wan,  # T2V 1.3B-like: UniPC flow, shift 3 (480p)
+        call_kwargs=_call,
         calls_per_evaluation=2,
         notes="Wan 2.1 T2V 1.3B/14B 480p: UniPC flow sigmas, shift 3. CFG runs cond and uncond as two transformer "
         "calls. Calls set_begin_index(0) and reads scheduler.sigmas[i] (cache context).",
@@ -901,8 +673,8 @@ CASES: list[PipelineCase] = [
     PipelineCase(
         pipeline="WanImageToVideoPipeline",
         family="Wan 2.1",
-        build=build_wan_i2v,
-        call_kwargs=lambda: _wan_kwargs(image=_image(0, 16, 16)),
+        build=lambda: build_wan("WanImageToVideoPipeline", image_to_video=True),
+        call_kwargs=lambda: _call(image=_image(0, 16, 16)),
         calls_per_evaluation=2,
         notes="Wan 2.1 I2V 480p: CLIP-vision image embeddings; the transformer sees [latents, 4 mask channels, image "
         "latents]. UniPC flow sigmas, shift 3. No set_begin_index. Needs ftfy (a test dependency).",
@@ -910,9 +682,9 @@ CASES: list[PipelineCase] = [
     PipelineCase(
         pipeline="WanVideoToVideoPipeline",
         family="Wan 2.1",
-        build=build_wan_v2v,
+        build=lambda: build_wan("WanVideoToVideoPipeline"),  # runs the T2V 1.3B checkpoint
         call_kwargs=lambda: {
-            **{key: value for key, value in _wan_kwargs().items() if key != "num_frames"},
+            **{key: value for key, value in _call().items() if key != "num_frames"},
             "video": _video(0, 5, 16, 16),
             "strength": 0.8,
         },
@@ -926,8 +698,11 @@ CASES: list[PipelineCase] = [
         pipeline="WanPipeline",
         family="Wan 2.2",
         variant="A14B",
-        build=build_wan22_a14b,
-        call_kwargs=lambda: _wan_kwargs(guidance_scale=4.0, guidance_scale_2=3.0),
+        # Shift 3 is what diffusers' conversion script writes for Wan 2.2 T2V (the original Wan repo samples with
+        # shift 12). With 4 steps the high-noise transformer takes timesteps 999 and 900, the low-noise
+        # transformer_2 750 and 500, so both experts run.
+        build=lambda: build_wan(two_experts=True, boundary_ratio=0.875),
+        call_kwargs=lambda: _call(guidance_scale=4.0, guidance_scale_2=3.0),
         denoisers=("transformer", "transformer_2"),
         calls_per_evaluation=2,
         notes="Two experts: entries with t >= boundary_ratio * 1000 (875) go to transformer with guidance_scale, the "
@@ -937,8 +712,9 @@ CASES: list[PipelineCase] = [
         pipeline="WanPipeline",
         family="Wan 2.2",
         variant="TI2V-5B",
-        build=build_wan22_ti2v,
-        call_kwargs=lambda: _wan_kwargs(height=32, width=32),
+        # TI2V 5B as text-to-video: per-token timesteps (expand_timesteps), 16x VAE, UniPC flow, shift 5.
+        build=lambda: build_wan(flow_shift=5.0, residual_vae=True, expand_timesteps=True),
+        call_kwargs=lambda: _call(size=32),
         calls_per_evaluation=2,
         notes="expand_timesteps=True: the transformer gets per-token timesteps (batch, tokens), all equal to t for "
         "text-to-video. Wan 2.2 VAE (residual, 2x2 pixel patches, 16x spatial). UniPC flow sigmas, shift 5.",
@@ -946,8 +722,11 @@ CASES: list[PipelineCase] = [
     PipelineCase(
         pipeline="SkyReelsV2Pipeline",
         family="SkyReels V2",
-        build=build_skyreels_v2,
-        call_kwargs=_wan_kwargs,
+        # T2V: a Wan-like transformer, Wan VAE, UMT5; UniPC flow with the documented T2V shift 8.
+        build=lambda: build_wan(
+            "SkyReelsV2Pipeline", flow_shift=8.0, transformer_class="SkyReelsV2Transformer3DModel"
+        ),
+        call_kwargs=_call,
         calls_per_evaluation=2,
         notes="UniPC flow sigmas with the documented T2V shift 8 (the conversion script leaves flow_shift at its "
         "default 1.0). Wan-like loop: set_timesteps(N), no set_begin_index. Needs ftfy (a test dependency).",
@@ -956,17 +735,9 @@ CASES: list[PipelineCase] = [
         pipeline="HunyuanVideoPipeline",
         family="HunyuanVideo",
         build=build_hunyuan_video,
-        call_kwargs=lambda: {
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "true_cfg_scale": 2.0,
-            "guidance_scale": 6.0,
-            "prompt_template": {"template": "{}", "crop_start": 0},
-            "height": 16,
-            "width": 16,
-            "num_frames": 5,
-            "max_sequence_length": TEXT_LENGTH,
-        },
+        call_kwargs=lambda: _call(
+            guidance_scale=6.0, true_cfg_scale=2.0, prompt_template={"template": "{}", "crop_start": 0}
+        ),
         calls_per_evaluation=2,
         notes="Guidance-distilled (guidance_scale is an embedding input); true CFG (true_cfg_scale > 1 with a "
         "negative prompt) adds a separate uncond call. Passes sigmas=linspace(1, 0, N + 1)[:-1] to set_timesteps, "
@@ -975,33 +746,17 @@ CASES: list[PipelineCase] = [
     PipelineCase(
         pipeline="LTXPipeline",
         family="LTX-Video",
-        build=build_ltx,
-        call_kwargs=lambda: {
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "guidance_scale": 3.0,
-            "height": 32,
-            "width": 32,
-            "num_frames": 9,
-            "max_sequence_length": TEXT_LENGTH,
-        },
+        build=build_ltx,  # LTX-Video 0.9.0/0.9.1 T2V
+        call_kwargs=lambda: _call(guidance_scale=3.0, size=32, num_frames=9),
         notes="Passes sigmas=linspace(1, 1/N, N) and mu (from the latent token count) to set_timesteps; "
         "use_dynamic_shifting with shift_terminal 0.1. Batched CFG. Latents come back packed: (batch, tokens, C).",
     ),
     PipelineCase(
         pipeline="LTXConditionPipeline",
         family="LTX-Video",
-        build=build_ltx_condition,
-        call_kwargs=lambda: {
-            "image": _image(0, 32, 32),
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "guidance_scale": 3.0,
-            "height": 32,
-            "width": 32,
-            "num_frames": 9,
-            "max_sequence_length": TEXT_LENGTH,
-        },
+        # LTX-Video 0.9.5: plain FlowMatchEuler (no dynamic shifting), as that checkpoint ships.
+        build=lambda: build_ltx("LTXConditionPipeline", scheduler={"use_dynamic_shifting": False}),
+        call_kwargs=lambda: _call(guidance_scale=3.0, size=32, num_frames=9, image=_image(0, 32, 32)),
         notes="LTX-Video 0.9.5 (FlowMatchEuler, no dynamic shifting), conditioned on a first frame. Passes "
         "timesteps=1000 * linear-quadratic schedule to set_timesteps, reads scheduler.sigmas, and calls "
         "step(-velocity, t, latents, per_token_timesteps=...): with per-token timesteps FlowMatchEuler steps by "
@@ -1011,15 +766,7 @@ CASES: list[PipelineCase] = [
         pipeline="MochiPipeline",
         family="Mochi",
         build=build_mochi,
-        call_kwargs=lambda: {
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "guidance_scale": 4.5,
-            "height": 16,
-            "width": 16,
-            "num_frames": 7,
-            "max_sequence_length": TEXT_LENGTH,
-        },
+        call_kwargs=lambda: _call(guidance_scale=4.5, num_frames=7),
         notes="Ships FlowMatchEuler with invert_sigmas=True (sigmas run 0 -> 1, the model sees 1000 - t). Passes "
         "sigmas= (linear-quadratic) to set_timesteps, calls set_begin_index(0). Batched CFG.",
     ),
@@ -1027,17 +774,16 @@ CASES: list[PipelineCase] = [
         pipeline="SanaVideoPipeline",
         family="SanaVideo",
         build=build_sana_video,
-        call_kwargs=lambda: {
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "guidance_scale": 6.0,
-            "height": 32,
-            "width": 32,
-            "frames": 5,
-            "max_sequence_length": TEXT_LENGTH,
-            "use_resolution_binning": False,
-            "complex_human_instruction": None,
-        },
+        # SanaVideo counts frames in `frames`, not `num_frames`.
+        call_kwargs=lambda: prompt_call(
+            PROMPT,
+            32,
+            NEGATIVE_PROMPT,
+            guidance_scale=6.0,
+            frames=5,
+            use_resolution_binning=False,
+            complex_human_instruction=None,
+        ),
         notes="SANA-Video 2B 480p: DPM-Solver flow sigmas, shift 8. Batched CFG. Passes generator= to step() when "
         "step accepts it (and eta= when it accepts eta). No resolution binning, no complex human instruction.",
     ),
@@ -1046,13 +792,9 @@ CASES: list[PipelineCase] = [
         family="HunyuanVideo 1.5",
         build=build_hunyuan_video15,
         # The quoted text goes to the ByT5 glyph encoder; guidance comes from the pipeline's guider (CFG 6.0).
-        call_kwargs=lambda: {
-            "prompt": PROMPT + ' holding a sign that says "hi"',
-            "negative_prompt": NEGATIVE_PROMPT,
-            "height": 16,
-            "width": 16,
-            "num_frames": 5,
-        },
+        call_kwargs=lambda: prompt_call(
+            PROMPT + ' holding a sign that says "hi"', 16, NEGATIVE_PROMPT, max_sequence_length=None, num_frames=5
+        ),
         calls_per_evaluation=2,
         notes="480p T2V: FlowMatchEuler shift 5; CFG through the ClassifierFreeGuidance guider (6.0), cond and "
         "uncond as two calls, guider.set_state(step=i, num_inference_steps=len(timesteps)). Passes "
@@ -1062,15 +804,7 @@ CASES: list[PipelineCase] = [
         pipeline="Kandinsky5T2VPipeline",
         family="Kandinsky 5",
         build=build_kandinsky5_t2v,
-        call_kwargs=lambda: {
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "guidance_scale": 5.0,
-            "height": 32,
-            "width": 32,
-            "num_frames": 5,
-            "max_sequence_length": TEXT_LENGTH,
-        },
+        call_kwargs=lambda: _call(size=32),
         calls_per_evaluation=2,
         notes="T2V Lite sft 5s: FlowMatchEuler shift 5; CFG as two calls. Channels-last latents (B, F, H, W, C); "
         "writes step()'s result into latents[..., :C] in place. The tokenizer is a plain Qwen2 tokenizer, not a "
@@ -1082,22 +816,17 @@ CASES: list[PipelineCase] = [
         build=build_ltx2,
         # Batched CFG only: spatio-temporal (STG) and modality-isolation guidance, on by default, each add a
         # transformer call per evaluation and their default STG block (28) does not exist in the 1-layer model.
-        call_kwargs=lambda: {
-            "prompt": PROMPT,
-            "negative_prompt": NEGATIVE_PROMPT,
-            "guidance_scale": 3.0,
-            "audio_guidance_scale": 7.0,
-            "stg_scale": 0.0,
-            "audio_stg_scale": 0.0,
-            "modality_scale": 1.0,
-            "audio_modality_scale": 1.0,
-            "spatio_temporal_guidance_blocks": None,
-            "height": 32,
-            "width": 32,
-            "num_frames": 5,
-            "frame_rate": 25.0,
-            "max_sequence_length": TEXT_LENGTH,
-        },
+        call_kwargs=lambda: _call(
+            guidance_scale=3.0,
+            size=32,
+            audio_guidance_scale=7.0,
+            stg_scale=0.0,
+            audio_stg_scale=0.0,
+            modality_scale=1.0,
+            audio_modality_scale=1.0,
+            spatio_temporal_guidance_blocks=None,
+            frame_rate=25.0,
+        ),
         notes="Audio and video together: a deepcopy of the scheduler steps the audio latents. Passes sigmas= and mu "
         "to set_timesteps (both schedulers), set_begin_index(0). Every guidance term is computed on x0 = x - v * "
         "scheduler.sigmas[i] and turned back into v = (x - x0) / scheduler.sigmas[i], which is 0/0 for an evaluation "
