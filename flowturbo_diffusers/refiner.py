@@ -105,6 +105,8 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
 
     Args:
         layout (`str`): `"image"` (B, C, H, W), `"sequence"` (B, L, C) packed tokens, or `"video"` (B, C, F, H, W).
+        channels_last (`bool`): The latent and velocity have their channels last ((B, H, W, C) or (B, F, H, W, C),
+            as Kandinsky 5's videos); they are moved first inside the refiner and back for its output.
         in_channels (`int`): Channels (or token width) of the latent.
         out_channels (`int`, *optional*): Channels of the velocity; defaults to `in_channels`.
         patch_size (`list[int]`): Patch size per spatial axis (one value for images, three for videos, `[1]` for
@@ -149,6 +151,7 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         recommended_plans: list[str] | tuple[str, ...] = ("H1P5R3", "H1P*R3"),
         training_info: dict | None = None,
         offset_scale: float = 1.0,
+        channels_last: bool = False,
     ):
         super().__init__()
         if not (math.isfinite(offset_scale) and 0 <= offset_scale <= 2):
@@ -204,7 +207,23 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
 
         ``sigma`` is in [0, 1] with shape ``(B,)``; ``positions`` are Flux-style token coordinates ``(L, k)`` for the
         sequence layout (token order is used without them).
+
+        Raises:
+            ValueError: if ``velocity`` is not shaped like ``sample`` but for its channels (a base whose output is not
+                a velocity of the latent cannot be refined).
         """
+        channel_axis = -1 if self.config.layout == SEQUENCE or self.config.channels_last else 1
+        if (sample.dim() != velocity.dim() or sample.shape[0] != velocity.shape[0]
+                or _without(sample.shape, channel_axis) != _without(velocity.shape, channel_axis)):
+            raise ValueError(f"The velocity {tuple(velocity.shape)} is not shaped like the latent {tuple(sample.shape)} "
+                             "but for its channels: the base model's output is not a velocity of its latent, which a "
+                             "refiner cannot refine.")
+        if self.config.channels_last and self.config.layout != SEQUENCE:
+            sample, velocity = sample.movedim(-1, 1), velocity.movedim(-1, 1)
+            return self._offset(sample, velocity, sigma, pooled, context, guidance, positions).movedim(1, -1)
+        return self._offset(sample, velocity, sigma, pooled, context, guidance, positions)
+
+    def _offset(self, sample, velocity, sigma, pooled, context, guidance, positions) -> torch.Tensor:
         dtype = self.embed.weight.dtype
         tokens, grid = self._tokens(torch.cat([sample, velocity], dim=-1 if self.config.layout == SEQUENCE else 1).to(dtype))
         coordinates = self._coordinates(grid, positions, tokens)
@@ -265,14 +284,21 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         cls, transformer: torch.nn.Module, max_parameter_fraction: float = DEFAULT_MAX_PARAMETER_FRACTION, **overrides
     ) -> dict[str, Any]:
         """A refiner config for ``transformer``: one block at the base width, narrowed until it has at most
-        ``max_parameter_fraction`` of the base's parameters (unless ``hidden_size`` is given)."""
+        ``max_parameter_fraction`` of the base's parameters (unless ``hidden_size`` is given). Its layout,
+        channels and conditioning come from the class's adapter (:func:`~flowturbo_diffusers.adapters.adapter_for`):
+        pooled embeddings through adaLN where the base takes them, cross-attention to the text tokens otherwise, and
+        the velocity alone where the base takes neither in a form the refiner can read.
+
+        Raises:
+            ValueError: for a transformer class refiners cannot serve, with the reason.
+        """
         adapter = adapter_for(transformer)
         config = transformer.config
         fingerprint = adapter.fingerprint(config)
-        heads = config.get("num_attention_heads", 4)
-        width = heads * config.get("attention_head_dim", 64)
+        width, heads = _base_width(config)
         defaults = dict(
             layout=adapter.layout,
+            channels_last=adapter.channels_last,
             in_channels=fingerprint["in_channels"],
             out_channels=fingerprint["out_channels"],
             patch_size=fingerprint["patch_size"],
@@ -281,7 +307,8 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
             num_attention_heads=heads,
             pooled_dim=fingerprint["pooled_dim"],
             context_dim=fingerprint["context_dim"],
-            cross_attention=fingerprint["pooled_dim"] is None,  # no pooled text: attend to the tokens instead
+            # no pooled text: attend to the text tokens instead (neither: the velocity alone carries the prompt)
+            cross_attention=fingerprint["pooled_dim"] is None and fingerprint["context_dim"] is not None,
             guidance_embeds=fingerprint["guidance_embeds"],
             base_model=model_name(config.get("_name_or_path")),
             base_fingerprint=fingerprint,
@@ -440,6 +467,24 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
                 f"Could not read a refiner config.json from {where}: {error}. Pass a folder written by "
                 "VelocityRefiner.save_pretrained or a Hub repo made with push_to_hub."
             ) from error
+
+
+def _base_width(config) -> tuple[int, int]:
+    """The base transformer's width and attention heads, from whichever config entries its class uses."""
+    heads = config.get("num_attention_heads") or config.get("n_heads")
+    if heads and config.get("attention_head_dim"):
+        return heads * config["attention_head_dim"], heads
+    width = next((config[key] for key in ("hidden_size", "dim", "model_dim", "inner_dim") if config.get(key)), 256)
+    heads = heads or max(1, width // 64)
+    while width % heads:
+        heads -= 1
+    return width, heads
+
+
+def _without(shape: torch.Size, axis: int) -> tuple[int, ...]:
+    dims = list(shape)
+    del dims[axis]
+    return tuple(dims)
 
 
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}

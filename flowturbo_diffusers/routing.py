@@ -71,7 +71,10 @@ class RefinerRoutingHook(ModelHook):
         branch = run.branch(cache_context_name(self.cache_context))
         if self.on_new_shape is not None:
             sample = kwargs.get("hidden_states", args[0] if args else None)
-            self.on_new_shape(tuple(sample.shape))
+            if isinstance(sample, (list, tuple)):  # one latent per sample (Z-Image)
+                self.on_new_shape((len(sample),) + tuple(sample[0].shape))
+            else:
+                self.on_new_shape(tuple(sample.shape))
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         if evaluation is None or evaluation.kind != REFINER or self.refiner is None:
@@ -88,7 +91,9 @@ class RefinerRoutingHook(ModelHook):
                 f"steps all fall where the pipeline calls {base!r}, or a refiner made for {self.denoiser!r}."
             )
         run.answered.add(run.current_index)
-        call = self.adapter.read(module, args, kwargs, self.fn_ref.original_forward)
+        # The run knows the evaluation's exact sigma; the adapter uses it where the class's timesteps do not say it.
+        call = self.adapter.read(module, args, kwargs, self.fn_ref.original_forward,
+                                 sigma=run.sigma_grid[evaluation.sigma_index])
 
         def refine(given: torch.Tensor | None) -> torch.Tensor:
             if given is None:
@@ -106,7 +111,7 @@ class RefinerRoutingHook(ModelHook):
         )
         branch.handed_on = handed_on
         branch.step_velocity = None if step_velocity is None else self._held(step_velocity)
-        return self.adapter.output_like(call.arguments, velocity)
+        return self.adapter.output(call.arguments, velocity)
 
 
 def _place_like(module: torch.nn.Module, velocity: torch.Tensor) -> None:

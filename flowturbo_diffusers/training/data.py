@@ -65,7 +65,7 @@ def encode_images(pipe, images: list, height: int, width: int) -> torch.Tensor:
 
 
 def data_calls(pipe, pairs: list[tuple], call_kwargs: dict, batch_size: int = 4, storage_device="cpu",
-               progress: bool = True) -> list[TeacherCall]:
+               progress: bool = True, denoiser: str = "transformer") -> list[TeacherCall]:
     """One :class:`TeacherCall` per image and guidance branch, holding the clean latent (``velocity`` is ``None``)."""
     from PIL import Image
 
@@ -78,7 +78,8 @@ def data_calls(pipe, pairs: list[tuple], call_kwargs: dict, batch_size: int = 4,
         images = [Image.open(path).convert("RGB") for path, _ in chunk]
         latents = encode_images(pipe, images, height, width).to(storage_device)
         recorded = record_teacher_calls(pipe, [caption for _, caption in chunk], {**call_kwargs, "num_inference_steps": 1},
-                                        batch_size=len(chunk), storage_device=storage_device, progress=False)
+                                        batch_size=len(chunk), storage_device=storage_device, progress=False,
+                                        denoiser=denoiser)
         for index, call in enumerate(recorded):
             clean = latents[index % len(chunk)]
             if clean.shape != call.sample.shape:

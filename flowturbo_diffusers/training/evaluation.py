@@ -134,14 +134,17 @@ def offset_errors_by_sigma(
 
     from ..adapters import adapter_for
     from ..routing import _place_like
-    from .trajectories import check_dt_range, group_calls, record_teacher_calls, stack_calls, step_towards_data
+    from .trajectories import (check_dt_range, group_calls, record_teacher_calls, stack_calls, step_towards_data,
+                               timestep_convention)
 
     check_dt_range(dt_range)
     low, high = dt_range
     if list(sigma_edges) != sorted(set(sigma_edges)) or len(sigma_edges) < 2:
         raise ValueError(f"sigma_edges must be at least two increasing values, got {sigma_edges}.")
-    transformer, adapter = pipe.transformer, adapter_for(pipe.transformer)
-    calls = record_teacher_calls(pipe, prompts, call_kwargs, batch_size, seed, progress=progress)
+    denoiser = refiner.config.base_denoiser
+    transformer = getattr(pipe, denoiser)
+    calls = record_teacher_calls(pipe, prompts, call_kwargs, batch_size, seed, progress=progress, denoiser=denoiser)
+    adapter = timestep_convention(adapter_for(transformer), calls)
     generator = torch.Generator().manual_seed(seed)
     edges = torch.tensor(sigma_edges, dtype=torch.float64)
     # Per bin: pairs, and the sums over pairs of the per-element means of true * true, (offset - true)^2,
@@ -153,10 +156,11 @@ def offset_errors_by_sigma(
 
     chunks = [group[i : i + batch_size] for group in group_calls(calls) for i in range(0, len(group), batch_size)]
     for chunk in tqdm(chunks, desc="Refiner offsets against the teacher", disable=not progress):
-        sample, velocity, sigma, arguments = stack_calls(chunk, pipe._execution_device, transformer.dtype)
+        sample, velocity, sigma, arguments = stack_calls(chunk, pipe._execution_device, transformer.dtype, adapter)
         dt = low + (high - low) * torch.rand(len(chunk), generator=generator)
-        moved, moved_sigma = step_towards_data(sample, velocity, sigma, dt)
-        call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), transformer.forward)
+        moved, moved_sigma = step_towards_data(sample, adapter.output_sign * velocity, sigma, dt, adapter.channel_axis)
+        call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), transformer.forward,
+                            sigma=moved_sigma)
         truth = call.evaluate_base().double() - velocity.double()
         _place_like(refiner, velocity)
         offset = refiner.offset(call, velocity).double()

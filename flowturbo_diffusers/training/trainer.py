@@ -36,6 +36,7 @@ from .trajectories import (
     record_teacher_calls,
     stack_calls,
     step_towards_data,
+    timestep_convention,
 )
 
 CHECKPOINTS = "checkpoints"
@@ -66,6 +67,9 @@ class RefinerTrainingConfig:
     call_kwargs: dict[str, Any] = field(default_factory=dict)  # extra pipeline call arguments (guidance, size...)
     refiner_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides for VelocityRefiner.for_transformer
     base_model: str | None = None
+    # The pipeline component the refiner replaces, and so the teacher whose calls are recorded: "transformer", or
+    # "transformer_2" for the low-noise expert of a two-expert pipeline (Wan 2.2 A14B), which the late R steps reach.
+    base_denoiser: str = "transformer"
     eval_plan: str | None = "H1P5R3"
     eval_samples: int = 4
     # The refiner's offset scale is chosen on these plans (None: the eval plan, if any) against a Heun solve, on
@@ -81,7 +85,8 @@ class RefinerTrainingConfig:
 
     # Settings that must not change between a run and its resumption.
     RESUME_KEYS = ("steps", "batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "dt_range", "sigma_range",
-                   "seed", "ema_decay", "gradient_accumulation_steps", "record_steps", "call_kwargs", "refiner_kwargs")
+                   "seed", "ema_decay", "gradient_accumulation_steps", "record_steps", "call_kwargs", "refiner_kwargs",
+                   "base_denoiser")
 
 
 @dataclass
@@ -150,20 +155,28 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
     return prompts
 
 
-def load_teacher(model, dtype: torch.dtype | None = None):
-    """A pipeline (loaded from a path or Hub id if needed) checked to be a flow pipeline FlowTurbo can refine."""
+def load_teacher(model, dtype: torch.dtype | None = None, denoiser: str = "transformer"):
+    """A pipeline (loaded from a path or Hub id if needed) checked to be a flow pipeline FlowTurbo can refine, whose
+    ``denoiser`` component (``transformer``, or ``transformer_2`` for a two-expert pipeline's low-noise expert) is the
+    teacher.
+
+    Raises:
+        ValueError: if the pipeline has no such component, its class cannot be refined (with the reason), or its
+            scheduler is not a flow-matching one.
+    """
     from ..scheduler import FlowTurboScheduler
 
     if isinstance(model, (str, os.PathLike)):
         from diffusers import DiffusionPipeline
 
         model = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype or torch.float32)
-    if getattr(model, "transformer", None) is None:
+    if getattr(model, denoiser, None) is None:
         raise ValueError(
-            f"{type(model).__name__} has no `transformer`: refiners are trained for transformer-based flow pipelines "
-            "(SD3, Flux, Sana, Wan)."
+            f"{type(model).__name__} has no `{denoiser}`: refiners are trained for transformer-based flow pipelines, "
+            "to replace their `transformer` (or, with base_denoiser='transformer_2', a two-expert pipeline's "
+            "low-noise expert)."
         )
-    adapter_for(model.transformer)  # raises for transformers without an adapter
+    adapter_for(getattr(model, denoiser))  # raises, with the reason, for classes refiners cannot serve
     try:
         FlowTurboScheduler.from_config(model.scheduler.config)
     except ValueError as error:
@@ -255,15 +268,15 @@ def train_refiner(
     if config.resume and not _checkpoints(output):
         raise FileNotFoundError(f"resume=True but {output / CHECKPOINTS} holds no checkpoint to resume from.")
     teacher_dtype = torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
-    pipe = load_teacher(model, teacher_dtype)
+    pipe = load_teacher(model, teacher_dtype, config.base_denoiser)
+    teacher = getattr(pipe, config.base_denoiser)
     base_model = config.base_model or (model if isinstance(model, str) else pipe.config.get("_name_or_path"))
     base_model = model_name(base_model)
     _prepare_output(accelerator, output, config)
 
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
-    pipe.transformer.requires_grad_(False).eval()
-    adapter = adapter_for(pipe.transformer)
+    teacher.requires_grad_(False).eval()
     call_kwargs = dict(config.call_kwargs)
     if config.record_steps:
         call_kwargs["num_inference_steps"] = config.record_steps
@@ -275,22 +288,28 @@ def train_refiner(
         from .data import data_calls
 
         pair_share = pairs[accelerator.process_index :: accelerator.num_processes] or pairs[:1]
-        calls = data_calls(pipe, pair_share, config.call_kwargs, config.record_batch_size, progress=show)
+        calls = data_calls(pipe, pair_share, config.call_kwargs, config.record_batch_size, progress=show,
+                           denoiser=config.base_denoiser)
     else:
         seeds_offset = config.seed * 100_003
         calls = record_teacher_calls(
-            pipe, share, call_kwargs, config.record_batch_size, seeds_offset + accelerator.process_index, progress=show
+            pipe, share, call_kwargs, config.record_batch_size, seeds_offset + accelerator.process_index, progress=show,
+            denoiser=config.base_denoiser,
         )
     low, high = config.sigma_range
     calls = [call for call in calls if call.sigma is None or low <= float(call.sigma) <= high]
     if not calls:
-        raise ValueError(f"No recorded teacher call has sigma in {config.sigma_range}; widen sigma_range.")
+        raise ValueError(f"No recorded teacher call of `{config.base_denoiser}` has sigma in {config.sigma_range}; "
+                         "widen sigma_range (or record more steps, for an expert the pipeline calls on part of the "
+                         "grid only).")
+    adapter = timestep_convention(adapter_for(teacher), calls)
     groups = group_calls(calls)
     sizes = torch.tensor([len(group) for group in groups], dtype=torch.float64)
 
     # 2. The student (initialised from the seed, the same on every process), its optimiser and optionally its EMA.
     torch.manual_seed(config.seed)
-    refiner = VelocityRefiner.for_transformer(pipe.transformer, base_model=base_model, **config.refiner_kwargs)
+    refiner = VelocityRefiner.for_transformer(teacher, base_model=base_model, base_denoiser=config.base_denoiser,
+                                              **config.refiner_kwargs)
     refiner.to(device=accelerator.device, dtype=torch.float32).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=config.learning_rate, weight_decay=0.0)
     # accelerate steps a prepared schedule once per process at each optimiser step, hence the factor (as in
@@ -324,7 +343,7 @@ def train_refiner(
             generator = _generator(config.seed, accelerator.process_index, state.step * 1000 + micro)
             batch, dt = sample_batch(groups, sizes, local_batch, config.dt_range, generator)
             with accelerator.accumulate(refiner):
-                loss = _loss(batch, dt, pipe.transformer, adapter, refiner, accelerator, teacher_dtype,
+                loss = _loss(batch, dt, teacher, adapter, refiner, accelerator, teacher_dtype,
                              config.sigma_range, generator)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -373,7 +392,7 @@ def train_refiner(
             held_out = [prompts[i % len(prompts)] for i in range(config.eval_samples)]
             seeds = [10_000 + config.seed + i for i in range(config.eval_samples)]
             metrics.update(refiner_errors(pipe, trained, config.eval_plan, held_out, seeds, config.call_kwargs))
-        info = _training_info(config, base_model, prompts, last_loss, metrics, pipe, from_images=pairs is not None)
+        info = _training_info(config, base_model, prompts, last_loss, metrics, teacher, from_images=pairs is not None)
         trained.register_to_config(training_info=info)
         trained.save_pretrained(output / REFINER_FOLDER)
         _write_run_info(output, config, accelerator, local_batch, checksums, last_loss, metrics, len(calls))
@@ -402,7 +421,7 @@ def _forget_previous_accelerator_settings() -> None:
 
 
 def _loss(batch, dt, transformer, adapter, refiner, accelerator, teacher_dtype, sigma_range, generator):
-    sample, velocity, sigma, arguments = stack_calls(batch, accelerator.device, teacher_dtype)
+    sample, velocity, sigma, arguments = stack_calls(batch, accelerator.device, teacher_dtype, adapter)
     if velocity is None:  # data-based: noise the clean latent to a random sigma and ask the teacher there
         low, high = sigma_range
         sigma = (low + (high - low) * torch.rand(len(batch), generator=generator)).to(accelerator.device)
@@ -410,10 +429,12 @@ def _loss(batch, dt, transformer, adapter, refiner, accelerator, teacher_dtype, 
         mix = sigma.view((-1,) + (1,) * (sample.dim() - 1)).to(sample.dtype)
         sample = (1 - mix) * sample + mix * noise
         velocity = query_teacher(transformer, adapter, arguments, sample, sigma)
-    moved, moved_sigma = step_towards_data(sample, velocity, sigma, dt)
+    # The step follows the velocity dx/dsigma; the refiner, like R steps, works on the model's output as it is.
+    moved, moved_sigma = step_towards_data(sample, adapter.output_sign * velocity, sigma, dt,
+                                                adapter.channel_axis)
     target = query_teacher(transformer, adapter, arguments, moved, moved_sigma)
     with accelerator.autocast():
-        call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), None)
+        call = adapter.read(transformer, (), adapter.with_sample(arguments, moved, moved_sigma), None, sigma=moved_sigma)
         offset = refiner(call.sample, velocity, call.sigma, call.pooled, call.context, call.guidance, call.positions)
     return F.mse_loss((velocity.float() + offset.float()), target.float())
 
@@ -422,21 +443,35 @@ def _prepare_output(accelerator, output: Path, config: RefinerTrainingConfig) ->
     """Create the output folder (emptied with overwrite) and check a resumed run keeps its settings."""
     settings_file = output / "training_config.json"
     settings = {key: getattr(config, key) for key in RefinerTrainingConfig.RESUME_KEYS}
-    settings = json.loads(json.dumps(settings))  # tuples become lists, as they come back from the file
+    settings = _as_json(settings)  # tuples become lists, as they come back from the file
     if accelerator.is_main_process:
         if config.overwrite and output.exists() and not config.resume:
             shutil.rmtree(output)
         output.mkdir(parents=True, exist_ok=True)
         if config.resume and settings_file.exists():
             saved = json.loads(settings_file.read_text())
-            changed = {key: (saved.get(key), value) for key, value in settings.items() if saved.get(key) != value}
+            # A setting added since the run started (absent from its file) kept its default there.
+            defaults = json.loads(json.dumps({key: getattr(RefinerTrainingConfig, key, None) for key in settings}))
+            changed = {key: (saved.get(key, defaults[key]), value) for key, value in settings.items()
+                       if saved.get(key, defaults[key]) != value}
             if changed:
                 raise ValueError(
                     f"Cannot resume {output}: these settings differ from the interrupted run (saved, now): {changed}. "
                     "Resume with the same settings, or start a new run in another directory."
                 )
-        settings_file.write_text(json.dumps({**settings, "config": json.loads(json.dumps(asdict(config)))}, indent=2))
+        settings_file.write_text(json.dumps({**settings, "config": _as_json(asdict(config))}, indent=2))
     accelerator.wait_for_everyone()
+
+
+def _as_json(value):
+    """``value`` as JSON gives it back: tuples as lists, and call arguments JSON cannot hold (input images or videos
+    as tensors or PIL images) as a description of their type and shape."""
+
+    def describe(item):
+        shape = getattr(item, "shape", None) or getattr(item, "size", None)
+        return f"<{type(item).__name__} {tuple(shape) if shape is not None else ''}>".replace(" >", ">")
+
+    return json.loads(json.dumps(value, default=describe))
 
 
 def _save_checkpoint(accelerator, output: Path, step: int, keep: int) -> None:
@@ -466,11 +501,11 @@ def _append_loss(path: Path, step: int, loss: float, seconds: float) -> None:
         writer.writerow([step, f"{loss:.6g}", f"{seconds:.1f}"])
 
 
-def _training_info(config, base_model, prompts, final_loss, metrics, pipe, from_images=False) -> dict[str, Any]:
+def _training_info(config, base_model, prompts, final_loss, metrics, teacher, from_images=False) -> dict[str, Any]:
     info = {
         "method": "data-free distillation from the base model's own trajectories (FlowTurbo)",
         "base_model": base_model,
-        "base_model_parameters": sum(p.numel() for p in pipe.transformer.parameters()),
+        "base_model_parameters": sum(p.numel() for p in teacher.parameters()),
         "data_source": f"{len(prompts)} {'captioned images' if from_images else 'prompts/labels'}, "
                        f"e.g. {prompts[0]!r}",
         "steps": config.steps,
