@@ -336,12 +336,17 @@ def _pipeline_and_prompts(args):
 def add_bench_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark FlowTurbo against Euler, Heun, DPM-Solver++, UniPC and cache hooks (quality vs latency)",
+        help="benchmark FlowTurbo (calibrated plans included) against Euler, Heun, DPM-Solver++, UniPC, OSS, "
+        "time-uniform and AYS-style grids and cache hooks (quality vs latency)",
         description="Run every sampler from the same noise and prompts; measure fidelity to a converged reference "
-        "(latent and pixel PSNR), FID/KID and prompt accuracy (bundled classifier), time per image and model "
-        "evaluations; write JSON, Markdown, a Pareto plot and a sample grid. Default model: the bundled one.",
+        "(latent and pixel PSNR), FID/KID and prompt accuracy (with a scorer: the bundled model's classifier), time "
+        "per image and model evaluations, and the share of a whole call (VAE decoding included) outside the denoising "
+        "loop; write JSON, Markdown, a Pareto plot and a sample grid. FlowTurbo plans and OSS Euler grids are "
+        "calibrated first, on prompts and seeds that are not the benchmark's samples. Any diffusers flow pipeline "
+        "runs: a baseline that cannot run in it is replaced by an equivalent (FlowTurbo's H* for Heun) or left out, "
+        "with a note in the report. Default model: the bundled one. See docs/benchmarks.md.",
     )
-    parser.add_argument("--model", help="diffusers pipeline: local folder or Hub id (default: the bundled model)")
+    parser.add_argument("--model", help="diffusers flow pipeline: local folder or Hub id (default: the bundled model)")
     parser.add_argument("--refiner", help="refiner folder or Hub id (default: the model's refiner/); 'none' for none")
     parser.add_argument("--output-dir", default="benchmark-results")
     parser.add_argument("--docs", metavar="PATH", help="also write the report there (e.g. docs/benchmarks.md)")
@@ -354,7 +359,14 @@ def add_bench_parser(subparsers) -> None:
                         "out of each call's time; 0 keeps raw wall times (raw times are in benchmark.json either way)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="two points per sampler family (a smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help="two points per sampler family, one on fixed grids, one small calibration (a smoke test)")
+    parser.add_argument("--calibration-budgets", type=int, nargs="*", metavar="EVALUATIONS",
+                        help="base evaluations of the calibrated FlowTurbo plans and OSS Euler grids (default: 4 6 8 "
+                        "12; each takes minutes on a CPU); give none to skip calibration")
+    parser.add_argument("--end-to-end-steps", type=int, default=50,
+                        help="steps of the whole Euler call (VAE decoding included) whose share outside the denoising "
+                        "loop is measured")
     parser.add_argument("--compile-plan", default="H1P5R3", help="plan for the compiled-vs-eager comparison")
     add_compile_argument(parser)
     add_call_arguments(parser)
@@ -383,6 +395,8 @@ def run_bench(args) -> int:
         model=args.model, refiner=args.refiner, quality_samples=args.quality_samples, real_samples=args.real_samples,
         reference_steps=args.reference_steps, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
         seed=args.seed, quick=args.quick, drift_window=args.drift_window, call_kwargs=call_arguments(args),
+        calibration_budgets=None if args.calibration_budgets is None else tuple(args.calibration_budgets),
+        end_to_end_steps=args.end_to_end_steps,
     )
     mode = compile_mode(args)
     command = "flowturbo " + " ".join(args.argv)

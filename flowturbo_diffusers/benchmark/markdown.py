@@ -49,6 +49,10 @@ def markdown_table(results, batch_sizes) -> str:
     return "\n".join(lines)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _ms(seconds) -> str:
     return "not reached" if seconds is None else f"{1000 * seconds:.1f} ms"
 
@@ -129,6 +133,86 @@ def limits_markdown(results, overhead: dict) -> list[str]:
     return lines
 
 
+def calibration_markdown(rows: list[dict], calibrations: list[dict]) -> list[str]:
+    """The calibrated plans and OSS grids (:func:`~.analysis.calibration_summary` rows): what each found, how long it
+    took, its fidelity on the calibration samples and on the benchmark's (held-out) samples, and its gain over the
+    best uncalibrated point of the same cost."""
+    if not rows:
+        return []
+    first = calibrations[0]
+    search = first.get("settings", {})
+    shared = max(record.get("prompts_shared_with_evaluation", 0) for record in calibrations)
+    lines = [
+        "## Calibrated plans",
+        "",
+        f"Each calibrated on {search.get('samples', '?')} samples (prompts and noise seeds from seed "
+        f"{first['seeds'][0]} on; "
+        + (f"{shared} of the prompts also occur among the evaluation prompts" if shared else
+           "none of the prompts is an evaluation prompt")
+        + f"), with the benchmark's call arguments and calibration's search ({search.get('candidates', '?')} candidate "
+        f"intervals, steps of at most {search.get('max_span', '?')} of them, refinement passes: "
+        f"{search.get('refine_passes', '?')}). The benchmark's own samples are their held-out evaluation. Kinds HPE: "
+        "a FlowTurbo plan; kinds E: an OSS Euler grid, which UniPC also runs on. Grids are times before the pipeline's "
+        "shift. The comparison is the most faithful uncalibrated point with at most as many base evaluations (any H/P "
+        "plan, Euler or Heun, on the pipeline's grid or a fixed one, for FlowTurbo; Euler on the pipeline's grid, for "
+        "OSS).",
+        "",
+        "| kinds | budget | plan | grid | calibration time | latent PSNR, calibration samples | latent PSNR, benchmark "
+        "samples | best uncalibrated, same cost | gain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        grid = ", ".join(f"{t:.3f}" for t in row["grid"])
+        rival = (f"{row['best_uncalibrated']} ({row['best_uncalibrated_psnr_db']:.2f} dB)"
+                 if row.get("best_uncalibrated") else "—")
+        figures = (("calibration_psnr_db", ".2f"), ("benchmark_psnr_db", ".2f"), ("gain_db", "+.2f"))
+        decibels = [_fmt(row.get(name), spec) + (" dB" if row.get(name) is not None else "") for name, spec in figures]
+        lines.append(f"| {row['kinds']} | {row['budget']} | {row['plan']} | {grid} | {_duration(row['seconds'])} | "
+                     f"{decibels[0]} | {decibels[1]} | {rival} | {decibels[2]} |")
+    total = sum(row["seconds"] for row in rows)
+    lines += ["", f"All calibrations together took {_duration(total)}.", ""]
+    return lines
+
+
+def end_to_end_markdown(table: dict, end_to_end: dict | None) -> list[str]:
+    """Whole calls, VAE decoding included (:func:`~.analysis.end_to_end_summary`): the share outside the denoising
+    loop, the ceiling on speed-up it sets, and the headline's savings end to end."""
+    if not table or not end_to_end:
+        return []
+    lines = ["## End to end", ""]
+    for batch_size, row in table.items():
+        lines.append(
+            f"A whole call ({end_to_end['sampler']}) at batch {batch_size}, decoded to `{end_to_end['output_type']}`, "
+            f"takes {_ms(end_to_end['batches'][batch_size]['call_seconds'])} per image; "
+            f"{_ms(row['outside_seconds'])} of it ({100 * row['outside_share']:.1f}%) is outside the denoising loop: "
+            f"text encoding and set-up, {_ms(row['outside_seconds'] - row['decode_seconds'])}, and VAE decoding, "
+            f"{_ms(row['decode_seconds'])}. No sampler can make that call more than "
+            f"{row['speedup_ceiling']:.1f}x faster (Amdahl's law).")
+        lines.append("")
+    lines += [
+        "At the headline's fidelity levels, with VAE decoding added to each call (the headline's times stop at the "
+        "latents), and the most any sampler could save against Heun there: all of the loop's time.",
+        "",
+        "| batch | fidelity level | Heun, whole call | FlowTurbo, whole call | time saved end to end "
+        "| outside the loop | ceiling on time saved |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for batch_size, row in table.items():
+        for level in row["levels"]:
+            lines.append(f"| {batch_size} | Heun, {level['heun_steps']} steps | {_ms(level['heun_call_seconds'])} | "
+                         f"{_ms(level['flowturbo_call_seconds'])} | {format_percent(level['flowturbo_time_saved'])} | "
+                         f"{100 * level['outside_share_of_heun_call']:.1f}% | "
+                         f"{format_percent(level['time_saved_ceiling'])} |")
+    return lines + [""]
+
+
+def notes_markdown(notes: dict | None) -> list[str]:
+    """What the run replaced, left out or ran on another grid than the pipeline's own, one line per sampler."""
+    if not notes:
+        return []
+    return ["**Notes on the samplers:**", ""] + [f"- {name}: {note}" for name, note in notes.items()] + [""]
+
+
 def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | None) -> str:
     """The whole report page from a run's summary (as ``benchmark.json`` holds it) and results; ``plot`` and ``grid``
     are the image paths to link."""
@@ -148,7 +232,8 @@ def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | 
         "",
         "Fidelity is the latent PSNR of the final latents against the exact ODE solution from the same noise and "
         "prompt. Each fidelity level is Heun's at 6, 8 and 12 steps; the times for FlowTurbo and the other samplers "
-        "are read off their measured Pareto curves (interpolated in log time).",
+        "are read off their measured Pareto curves (interpolated in log time). FlowTurbo's curve is that of all its "
+        "plans, calibrated ones included; the other samplers include the OSS-grid baselines.",
         "",
         headline_markdown(summary["headline"]),
         f"Reference: {reference['description']}; it is converged: the solve with half as many steps is within "
@@ -168,6 +253,7 @@ def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | 
             "",
         ]
     lines += limits_markdown(results, overhead)
+    lines += notes_markdown(context.get("notes"))
     lines += perfect_refiner_markdown(summary["headline"])
     if context.get("refiner_parameters"):
         scale = context.get("refiner_offset_scale")
@@ -179,6 +265,8 @@ def render_markdown(summary: dict, results, batch_sizes, plot: str, grid: str | 
     if context.get("real_vs_real_fid") is not None:
         lines += [f"FID floor (held-out real images against real images, same sample count): "
                   f"{context['real_vs_real_fid']:.2f}.", ""]
+    lines += calibration_markdown(summary.get("calibration", []), context.get("calibrations") or [])
+    lines += end_to_end_markdown(summary.get("end_to_end"), context.get("end_to_end"))
     if context.get("compile"):
         lines += ["## Compiled vs eager", "", compile_markdown(context["compile"]), ""]
     lines += ["## Quality against latency", "", f"![Pareto curves]({plot})", ""]
@@ -192,11 +280,45 @@ RUNNING_IT = """## Running it
 
 ```bash
 flowturbo bench                                    # the bundled model, its refiner and classifier, on this machine
-flowturbo bench --model PIPELINE --refiner REFINER # any local or Hub pipeline (no FID/accuracy without a scorer)
+flowturbo bench --model PIPELINE --refiner REFINER # any local or Hub flow pipeline (no FID/accuracy without a scorer)
 flowturbo bench --compile --docs docs/benchmarks.md  # add compiled vs eager, and write this page
+flowturbo bench --calibration-budgets 4 6           # calibrate at these budgets only (none: --calibration-budgets)
 flowturbo bench --num-processes 2                  # split the quality samples over processes (accelerate launch)
 flowturbo bench --from-results --docs docs/benchmarks.md  # write the reports again from benchmark.json
 ```
+
+What is compared:
+
+- **Samplers on the pipeline's own grid**: diffusers' Euler, Heun, DPM-Solver++ (2M, 3M) and UniPC, Euler with the
+  PAB and MagCache cache hooks, and FlowTurbo's H/P and H/P/R plans. UniPC and DPM-Solver++ run with flow sigmas on
+  the grid the pipeline's own scheduler gives: built from its config where that already is a flow-sigma UniPC or
+  DPM-Solver (Sana, Wan), else with its `shift`, or, where the pipeline shifts dynamically (Flux), with
+  `use_dynamic_shifting` and its `time_shift_type`, so that they follow the `mu` the pipeline passes for the
+  resolution.
+- **FlowTurbo calibrated**: plans and grids from `calibrate_plan` (docs/calibration.md: step kinds H, P and E and their
+  times, searched by a dynamic program over the model's own many-step solves, then refined), at each of
+  `--calibration-budgets` base evaluations (4, 6, 8 and 12 by default), with calibration's default search and the
+  benchmark's call arguments. They calibrate on prompts and noise seeds that are not the benchmark's samples (the
+  scorer's prompts drawn with another seed, leaving out the evaluation prompts; seeds 900,000 after the evaluation
+  seeds), so the benchmark's samples are their held-out evaluation, and the report gives each calibration's time.
+- **OSS grids**: Euler grids from the same dynamic program with E steps only (kinds `E`, the method of OSS, Optimal
+  Stepsize, arXiv 2503.21774), at the same budgets. Euler runs on them as FlowTurbo's E plan, which is Euler's method
+  (its timing includes FlowTurbo's scheduler overhead, below); UniPC runs on the same grid, through its own
+  `set_timesteps(sigmas=...)`, which shifts the times as the pipeline's grid is shifted. The grid is Euler's optimum,
+  not searched for UniPC. DPM-Solver++ is not run on them: in diffusers 0.42.1 its `set_timesteps` takes no custom
+  sigmas, and custom timesteps only without flow sigmas.
+- **Fixed grids**, sigmas used as they are (not shifted by the pipeline; the bundled model's shift is 1): a
+  time-uniform grid, sigmas `1, 1 - 1/N, ..., 0` (the pipeline's own grid at shift 1 runs `linspace(1, 0.001, N)` and
+  then 0), and an AYS-style grid: Align Your Steps' Stable Diffusion noise levels (diffusers' `AysSchedules`) carried to
+  flow sigmas at equal signal-to-noise ratio, `s = sigma / (1 + sigma)`, log-linearly interpolated to N steps as the AYS
+  paper does, starting from 1. AYS levels were optimised for another model and noise schedule; this is a heuristic
+  baseline, not AYS's optimisation run on this model. Euler and FlowTurbo's `H1P*` run on both.
+- **Baselines that cannot run** in the pipeline never end the run: diffusers' Heun, whose `set_timesteps` takes no
+  custom sigmas (Flux passes them), is replaced by FlowTurbo's `H*`, which is Heun's method on the pipeline's grid
+  (docs/scheduler.md); any other is left out. The report's notes say which and why.
+- **FlowTurbo (best plan)** in the headline is the Pareto curve of all FlowTurbo plans together (H/P, H/P/R,
+  calibrated, and H/P on the fixed grids); the fastest other sampler is read off every other family's curve, the OSS
+  baselines included.
 
 What each figure is:
 
@@ -211,10 +333,10 @@ What each figure is:
   (`flowturbo_diffusers.benchmark.scoring.Scorer`: prompts with labels, real images, image features, prompt
   accuracy). The bundled model's (`flowturbo_diffusers.bundled.scoring.DigitScorer`) is its default; for another
   model pass one to `run_benchmark(settings, scorer=...)`, or the benchmark reports fidelity and cost only.
-- **Time**: median wall time per image of whole pipeline calls (prompt encoding included, VAE decoding not), after a
-  warm-up call. Calls are interleaved: every sampler and batch size is called once per round, in a new seeded order,
-  for `--repeats` rounds, so that a machine whose speed drifts slows every sampler alike. Compiled and eager calls are
-  interleaved the same way (eager ones under `torch.compiler.set_stance("force_eager")`).
+- **Time**: median wall time per image of whole pipeline calls (prompt encoding included, VAE decoding not: see End to
+  end), after a warm-up call. Calls are interleaved: every sampler and batch size is called once per round, in a new
+  seeded order, for `--repeats` rounds, so that a machine whose speed drifts slows every sampler alike. Compiled and
+  eager calls are interleaved the same way (eager ones under `torch.compiler.set_stance("force_eager")`).
 - **Drift correction**: on a shared machine the speed wanders over tens of seconds, enough to move a median by
   several per cent in a few rounds. Because the calls are interleaved, the calls themselves measure it: the speed at
   each call is the median, over the `--drift-window` calls before and after it (4 by default; not the call itself),
@@ -231,6 +353,16 @@ What each figure is:
 - **Overhead**: the same FlowTurbo call and an Euler call with as many evaluations, both with the transformer
   replaced by a no-op (a hook returning zeros), interleaved for 4x `--repeats` rounds; the difference of their median
   times, as a share of the real FlowTurbo call's median. A figure near zero, or below it, is within timing noise.
+- **End to end**: a whole call as a user makes it, VAE decoding to the pipeline's default output included: the
+  pipeline's own Euler at `--end-to-end-steps` (50 by default); a one-step call with the transformer a no-op, which
+  is what lies outside the denoising loop (text encoders, set-up, VAE decoding, and one step's bookkeeping); and that
+  no-op call stopped at the latents (which splits off decoding); timed interleaved for `--repeats` rounds per batch
+  size. The share outside the loop sets a ceiling on speed-up (Amdahl's law): no sampler makes the call faster than
+  that part. At each fidelity level the
+  headline's times get the decoding time added, giving the time FlowTurbo saves end to end and the most any sampler
+  could save there. For scale, issue 20 gives about 96% of a 50-step Flux call on a GPU as the transformer's (the
+  issue's figure, not measured here): there the loop is nearly the whole call, while on the bundled model on a CPU the
+  part outside it is larger.
 - **Perfect-refiner bound**: each plan with R steps is also run with its R steps as Heun steps on the base model,
   which is what a refiner with no error gives (an oracle refiner makes R steps exact Heun steps, method.md). Placed
   at the R plan's own measured time, these points give FlowTurbo's Pareto curve with a perfect refiner, and the time
@@ -241,6 +373,13 @@ What each figure is:
 - **Read-offs**: the time a sampler family needs for a fidelity level is read off its Pareto curve (the measured
   points no other point of the family beats on both time and fidelity), interpolating log-time linearly between the
   two points around the level; a family that never reaches the level gets no time.
+- **Targets** (issue 20, bundled model, CPU, one run): at the fidelity of Heun with 6, 8 and 12 steps, at batch 1 and
+  8, at least 65% less time than Heun and at least 30% less than the fastest other sampler (OSS baselines included);
+  at 4, 6 and 8 base evaluations, a calibrated plan at least 3 dB of latent PSNR above the best uncalibrated plan of
+  at most the same measured base evaluations (any H/P plan, Euler or Heun, on the pipeline's grid or a fixed one);
+  each calibration at most 10 minutes; the calibrated plans' latent PSNR on the benchmark's samples within 0.5 dB of
+  theirs on the calibration samples (each against its own converged Heun reference). Kept from before: FlowTurbo's
+  scheduler and hook overhead at most 3% of a call, and compiled at least 1.3x faster than eager.
 """
 
 

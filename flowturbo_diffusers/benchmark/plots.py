@@ -19,13 +19,17 @@ def plot_pareto(results, batch_sizes, path: Path, levels: dict | None = None) ->
 
     figure, axes = plt.subplots(1, len(batch_sizes), figsize=(6.5 * len(batch_sizes), 5), squeeze=False)
     families = sorted({r.spec.family for r in results})
+    colours = plt.get_cmap("tab20").colors  # up to 20 families, each its own colour
     for axis, batch_size in zip(axes[0], batch_sizes):
         fronts = family_fronts(results, batch_size)
-        for family in families:
+        for index, family in enumerate(families):
             points = [(1000 * r.seconds_per_image[batch_size], r.latent_psnr) for r in results if r.spec.family == family]
             front = [(1000 * t, q) for t, q in fronts[family]]
-            style = dict(linewidth=2.5 if family in FLOWTURBO_FAMILIES else 1.2)
-            line, = axis.plot(*zip(*front), marker="o", label=family, **style)
+            # FlowTurbo's families bold; samplers on another grid than the pipeline's (calibrated, OSS, fixed) dashed.
+            on_a_grid = any(r.spec.grid is not None for r in results if r.spec.family == family)
+            style = dict(linewidth=2.5 if family in FLOWTURBO_FAMILIES else 1.2, linestyle="--" if on_a_grid else "-",
+                         color=colours[index % len(colours)])
+            line, = axis.plot(*zip(*front), marker="o", markersize=3, label=family, **style)
             axis.scatter(*zip(*points), s=12, color=line.get_color(), alpha=0.5)
         for steps, level in (levels or {}).items():
             axis.axhline(level, color="grey", linestyle=":", linewidth=0.8)
@@ -34,7 +38,7 @@ def plot_pareto(results, batch_sizes, path: Path, levels: dict | None = None) ->
         axis.set_xlabel(f"time per image at batch {batch_size} (ms, log scale)")
         axis.set_ylabel("latent PSNR vs reference (dB)")
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=6, ncol=2)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -9,7 +9,7 @@ import json
 import platform
 from pathlib import Path
 
-from .analysis import FIDELITY_LEVELS, add_intervals, headline, targets
+from .analysis import FIDELITY_LEVELS, add_intervals, calibration_summary, end_to_end_summary, headline, targets
 from .markdown import render_markdown
 from .plots import matched_budget_grid, plot_pareto
 from .samplers import HEUN
@@ -45,6 +45,8 @@ def _write_reports(summary, results, batch_sizes, output_dir: Path, grid: Path |
     summary["headline"] = headline(results, batch_sizes)
     add_intervals(summary["headline"], results, batch_sizes, summary["context"])
     summary = json.loads(json.dumps(summary, default=str))  # as benchmark.json holds it: rewrites render the same
+    summary["calibration"] = calibration_summary(results, summary["context"].get("calibrations"))
+    summary["end_to_end"] = end_to_end_summary(summary["headline"], summary["context"].get("end_to_end"))
     summary["targets"] = targets(summary)
     (output_dir / "benchmark.json").write_text(json.dumps(summary, indent=2))
     heun = {r.spec.steps: r.latent_psnr for r in results if r.spec.family == HEUN and r.spec.steps in FIDELITY_LEVELS}

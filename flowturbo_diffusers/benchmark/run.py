@@ -1,9 +1,9 @@
 """Run the benchmark: every sampler from the same noise and prompts, quality against a converged reference and real
 data, cost side by side in one run.
 
-This module loads the model and orchestrates; :mod:`.sampling` generates the samples, :mod:`.timing` times the calls,
-:mod:`.switch` switches the samplers on, a :class:`~.scoring.Scorer` scores the images beyond fidelity, and
-:mod:`.report` writes the outputs.
+This module loads the model, calibrates the calibrated families' plans and grids (``calibration.py``) and
+orchestrates; :mod:`.sampling` generates the samples, :mod:`.timing` times the calls, :mod:`.switch` switches the
+samplers on, a :class:`~.scoring.Scorer` scores the images beyond fidelity, and :mod:`.report` writes the outputs.
 """
 
 from __future__ import annotations
@@ -17,16 +17,29 @@ import torch
 
 from . import timing
 from .metrics import frechet_distance, kernel_inception_distance, psnr
-from .samplers import FLOWTURBO_HPR, MAGCACHE, SamplerSpec, default_samplers, flowturbo_spec
+from .samplers import (
+    FLOWTURBO_HPR,
+    MAGCACHE,
+    SamplerSpec,
+    calibrated_samplers,
+    default_calibrations,
+    default_samplers,
+    flowturbo_spec,
+)
 from .sampling import BenchmarkSamples
 from .scoring import Scorer
-from .switch import SamplerSwitch
+from .switch import SamplerSwitch, first_line
 
-# Prompts for a model without a scorer (which would choose them).
+# Prompts for a model without a scorer (which would choose them), and other ones to calibrate on.
 GENERIC_PROMPTS = ("a photo of a cat", "a red car in the rain", "a bowl of fruit", "a mountain lake at dawn")
+GENERIC_CALIBRATION_PROMPTS = ("a dog on a beach", "a city street at night", "a vase of flowers", "a snowy forest")
 # Seeds of the scorer's prompts and real images: the prompts, the real images of FID/KID (both offset by the settings'
-# seed), the real images of the sample grid, and the held-out real images of the FID floor.
+# seed), the real images of the sample grid, the held-out real images of the FID floor, and the calibration prompts.
 PROMPT_SEED, REAL_SEED, GRID_REAL_SEED, HELD_OUT_REAL_SEED = 10_000, 20_000, 30_000, 40_000
+CALIBRATION_PROMPT_SEED = 50_000
+# Calibration's noise seeds start this far after the benchmark's own (which run from seed * 1_000_003 up), so that no
+# calibration sample is an evaluation sample.
+CALIBRATION_SEED_OFFSET = 900_000
 
 
 @dataclass
@@ -44,6 +57,10 @@ class BenchmarkSettings:
     overhead_plan: str = "H1P5"
     drift_window: int = 4  # calls either side that measure the machine's speed drift (timing.remove_drift); 0: off
     call_kwargs: dict = field(default_factory=dict)
+    # Budgets (base evaluations) of the calibrated plans and OSS grids; None: samplers.default_calibrations' (4, 6, 8,
+    # 12); (): no calibrated families.
+    calibration_budgets: tuple[int, ...] | None = None
+    end_to_end_steps: int = timing.END_TO_END_STEPS  # the Euler call whose share outside the loop is measured
 
     def __post_init__(self):
         # Checked here, not when the timing starts: that is after the quality runs, tens of minutes in.
@@ -53,6 +70,11 @@ class BenchmarkSettings:
         if self.drift_window < 0:
             raise ValueError(f"drift_window (--drift-window) must be 0 (keep raw wall times) or more, got "
                              f"{self.drift_window}.")
+        if self.end_to_end_steps < 1:
+            raise ValueError(f"end_to_end_steps (--end-to-end-steps) must be at least 1, got {self.end_to_end_steps}.")
+        if any(budget < 1 for budget in self.calibration_budgets or ()):
+            raise ValueError(f"calibration_budgets (--calibration-budgets) are base-model evaluations per image, each "
+                             f"at least 1, got {self.calibration_budgets}.")
 
 
 @dataclass
@@ -94,7 +116,9 @@ class SamplerResult:
         row["seconds_per_image"] = {int(k): v for k, v in row["seconds_per_image"].items()}
         for name in ("round_seconds_per_image", "raw_round_seconds_per_image"):
             row[name] = {int(k): v for k, v in row.get(name, {}).items()}
-        return cls(SamplerSpec(spec["family"], spec["steps"], spec["plan"]), **row)
+        grid = spec.get("grid")
+        return cls(SamplerSpec(spec["family"], spec["steps"], spec["plan"], None if grid is None else tuple(grid)),
+                   **row)
 
 
 class Benchmark:
@@ -114,6 +138,7 @@ class Benchmark:
         self.progress = progress and self.state.is_main_process
         self.pipe, call_kwargs, self.refiner, self.scorer = self._load(scorer)
         self.switch = SamplerSwitch(self.pipe, self.refiner)
+        self.skipped: dict[str, str] = {}  # baselines and calibrations left out, and why
         count = settings.quality_samples
         if self.scorer is None:
             prompts, self.labels = [GENERIC_PROMPTS[i % len(GENERIC_PROMPTS)] for i in range(count)], None
@@ -194,14 +219,91 @@ class Benchmark:
 
     def measure_all(self, samplers: list[SamplerSpec], reference: dict, real_features) -> list[SamplerResult] | None:
         """:meth:`measure` every sampler in turn, all processes together: the results on the main process, ``None``
-        on the others."""
+        on the others.
+
+        A baseline that fails in this pipeline never ends the run: an equivalent stands in for it where there is one
+        (:meth:`.switch.SamplerSwitch.stand_in`), else it is left out, and :attr:`notes` says which and why. A
+        FlowTurbo plan that fails raises.
+        """
         from tqdm.auto import tqdm
 
         results = []
         for spec in tqdm(samplers, desc="Quality", disable=not self.progress):
-            results.append(self.measure(spec, reference, real_features))
+            try:
+                results.append(self.measure(spec, reference, real_features))
+            except Exception as error:
+                if self.switch.runs_on_flowturbo(spec):
+                    raise
+                if self.switch.stand_in(spec, error):
+                    results.append(self.measure(spec, reference, real_features))
+                else:
+                    reason = f"{type(error).__name__}: {first_line(error)}"
+                    self.skipped[spec.name] = f"left out: it fails in this pipeline ({reason})"
             self.state.wait_for_everyone()  # the others wait while the main process computes the metrics
-        return results if self.state.is_main_process else None
+        return [r for r in results if r is not None] if self.state.is_main_process else None
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """What the report says about samplers that were replaced, left out or run on another grid than the
+        pipeline's own, by sampler family or name."""
+        return {**self.switch.notes, **self.skipped}
+
+    def calibration_prompts(self, count: int) -> tuple[list, int]:
+        """``count`` prompts to calibrate on, and how many of them are also evaluation prompts: the scorer's prompts
+        drawn with another seed, leaving out the benchmark's own while there are others (the bundled model has 560),
+        or, without a scorer, :data:`GENERIC_CALIBRATION_PROMPTS`."""
+        if self.scorer is None:
+            prompts = [GENERIC_CALIBRATION_PROMPTS[i % len(GENERIC_CALIBRATION_PROMPTS)] for i in range(count)]
+        else:
+            drawn, _ = self.scorer.prompts(8 * count, CALIBRATION_PROMPT_SEED + self.settings.seed)
+            evaluated = set(self.samples.prompts)
+            fresh = [p for p in dict.fromkeys(drawn) if p not in evaluated]
+            prompts = (fresh + [p for p in drawn if p not in fresh])[:count]
+        return prompts, sum(p in set(self.samples.prompts) for p in prompts)
+
+    def calibrate(self, requests: list) -> list[dict]:
+        """Run each calibration of ``requests`` (``calibration.CalibrationSettings``;
+        :func:`.samplers.default_calibrations`), shared between the processes, with the benchmark's call arguments, on
+        prompts and noise seeds that are not the benchmark's samples. Every process gets the records, in the order of
+        ``requests``: ``kinds``, ``budget``, ``plan``, ``grid`` (times before the pipeline's shift), ``seconds``, the
+        calibration ``seeds`` and ``prompts_shared_with_evaluation``, the ``settings`` and calibration's ``figures``.
+        A calibration that fails is noted and left out."""
+        import dataclasses
+
+        from tqdm.auto import tqdm
+
+        from ..calibration import calibrate_plan
+
+        seed = self.settings.seed * 1_000_003 + CALIBRATION_SEED_OFFSET
+        records = []
+        with self.state.split_between_processes(list(range(len(requests)))) as share:
+            for index in tqdm(share, desc="Calibrating", disable=not self.progress):
+                request = dataclasses.replace(requests[index], seed=seed)
+                prompts, shared = self.calibration_prompts(request.samples)
+                record = {"index": index, "kinds": request.kinds, "budget": request.budget}
+                try:
+                    result = calibrate_plan(self.pipe, prompts, request, self.samples.call_kwargs, progress=False)
+                except Exception as error:
+                    record["failed"] = f"{type(error).__name__}: {first_line(error)}"
+                else:
+                    record.update(plan=result.plan, grid=[float(t) for t in result.grid],
+                                  seconds=result.figures["seconds"], seeds=[seed, seed + request.samples - 1],
+                                  prompts_shared_with_evaluation=shared, settings=dataclasses.asdict(request),
+                                  figures=result.figures)
+                records.append(record)
+        if self.state.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            records = gather_object(records)
+        calibrated = []
+        for record in sorted(records, key=lambda record: record["index"]):
+            del record["index"]
+            if "failed" in record:
+                self.skipped[f"calibration {record['kinds']}, budget {record['budget']}"] = (
+                    f"failed ({record['failed']}); left out")
+            else:
+                calibrated.append(record)
+        return calibrated
 
     def perfect_refiner_latents(self, spec: SamplerSpec) -> torch.Tensor:
         """All samples of ``spec``'s plan with its R steps run as Heun steps on the base model: what a perfect refiner
@@ -224,6 +326,11 @@ class Benchmark:
         """FlowTurbo's scheduler and routing-hook cost with no-op models (:func:`.timing.overhead`)."""
         return timing.overhead(self.samples, self.switch, self.settings)
 
+    def end_to_end(self) -> dict:
+        """The share of a whole call (VAE decoding included) outside the denoising loop, and the speed-up ceiling it
+        sets (:func:`.timing.end_to_end`)."""
+        return timing.end_to_end(self.samples, self.switch, self.settings, self.settings.end_to_end_steps)
+
     def compile_comparison(self, plan: str, mode: str | None = None, backend: str = "inductor") -> dict:
         """Eager against compiled time per image for one FlowTurbo plan (:func:`.timing.compile_comparison`). Run
         last: compiling replaces the shared transformer's forward."""
@@ -237,17 +344,24 @@ def _quietly(function, *args):
 
 def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | None = None, progress: bool = True,
                   compile_plan: str | None = None, compile_mode: str | None = None, compile_backend: str = "inductor",
-                  on_results=None, scorer: Scorer | None = None):
+                  on_results=None, scorer: Scorer | None = None, calibrations: list | None = None):
     """Run every sampler; returns ``(results, context)`` on the main process (``None`` on the others).
 
-    ``scorer`` scores the samples beyond fidelity (FID, KID, prompt accuracy; see :class:`Benchmark` for the
-    default). ``compile_plan`` adds the compiled-vs-eager comparison for that plan, measured last. ``on_results(results,
-    context)`` is called on the main process before it, so that what was measured is saved even if compiling fails.
+    ``samplers`` default to :func:`.samplers.default_samplers`; the calibrated families' points are added from
+    ``calibrations`` (``calibration.CalibrationSettings``; default: :func:`.samplers.default_calibrations` with the
+    settings' budgets when ``samplers`` is the default, none otherwise). ``scorer`` scores the samples beyond fidelity
+    (FID, KID, prompt accuracy; see :class:`Benchmark` for the default). ``compile_plan`` adds the compiled-vs-eager
+    comparison for that plan, measured last. ``on_results(results, context)`` is called on the main process before it,
+    so that what was measured is saved even if compiling fails.
     """
     bench = Benchmark(settings, progress=progress, scorer=scorer)
     if compile_plan:
         flowturbo_spec(compile_plan, bench.refiner is not None)  # a bad plan fails now, not after the whole run
+    if calibrations is None and samplers is None and settings.calibration_budgets != ():
+        calibrations = default_calibrations(settings.calibration_budgets, quick=settings.quick)
     samplers = samplers or default_samplers(with_refiner=bench.refiner is not None, quick=settings.quick)
+    calibrated = bench.calibrate(calibrations or [])
+    samplers = list(samplers) + calibrated_samplers(calibrated)
     reference = bench.reference()
     real_features = bench.real_features()
     results = bench.measure_all(samplers, reference, real_features)
@@ -255,6 +369,7 @@ def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | Non
         return None
     bench.time_samplers(results)
     overhead = bench.overhead()
+    end_to_end = bench.end_to_end()
     real_images, real_vs_real_fid = None, None
     if bench.scorer is not None:
         real_images = bench.scorer.real_images(10, GRID_REAL_SEED)
@@ -265,6 +380,10 @@ def run_benchmark(settings: BenchmarkSettings, samplers: list[SamplerSpec] | Non
         "reference_samples": reference["images"][:10] if reference["images"] is not None else None,
         "real_samples": real_images,
         "overhead": overhead,
+        "end_to_end": end_to_end,
+        "calibrations": calibrated,
+        "notes": bench.notes,
+        "pipeline": type(bench.pipe).__name__,
         "settings": asdict(settings),
         "refiner_parameters": bench.refiner.num_parameters() if bench.refiner is not None else None,
         "refiner_offset_scale": bench.refiner.config.offset_scale if bench.refiner is not None else None,

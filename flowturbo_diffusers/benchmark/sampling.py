@@ -38,6 +38,15 @@ class BenchmarkSamples:
                               {**self.call_kwargs, **call_kwargs}, self.generation_batch,
                               desc if self.progress else None)
 
+    @torch.no_grad()
+    def decoded_call(self, pipe, call_kwargs: dict, indices: list[int]) -> None:
+        """One call of ``pipe`` on the samples at ``indices`` as a user makes it, decoding the latents to the
+        ``output_type`` in ``call_kwargs`` (timing a whole call; the output is dropped)."""
+        prompts = [self.prompts[i] for i in indices]
+        generators = [torch.Generator(pipe._execution_device).manual_seed(self.seeds[i]) for i in indices]
+        key = "class_labels" if isinstance(prompts[0], int) else "prompt"
+        pipe(**{key: prompts}, generator=generators, **{**self.call_kwargs, **call_kwargs})
+
     def generate_all(self, pipe, call_kwargs: dict, desc: str | None = None) -> torch.Tensor:
         """All samples (as :meth:`generate`), split across processes and gathered on every process."""
         from accelerate.utils import gather_object

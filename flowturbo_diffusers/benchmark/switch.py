@@ -13,12 +13,29 @@ import io
 import logging
 from contextlib import contextmanager
 
+import numpy as np
+from diffusers import UniPCMultistepScheduler
 from diffusers.hooks import ModelHook
 
 from ..hooks import installed_hook, remove_cache_hooks
-from .samplers import DPM2, EULER, FLOWTURBO_FAMILIES, HEUN, MAGCACHE, PAB, UNIPC, SamplerSpec
+from .samplers import (
+    DPM2,
+    DPM3,
+    EULER,
+    EULER_ON_A_GRID,
+    FLOWTURBO_FAMILIES,
+    HEUN,
+    MAGCACHE,
+    PAB,
+    SHIFTED_GRID_FAMILIES,
+    UNIPC,
+    UNIPC_OSS,
+    SamplerSpec,
+)
 
 TIMESTEP_HOOK = "flowturbo_benchmark_timestep"
+# A flow-match config's keys that a pipeline reads to compute mu (dynamic shifting), which UniPC and DPM-Solver lack.
+DYNAMIC_SHIFT_KEYS = ("base_image_seq_len", "max_image_seq_len", "base_shift", "max_shift")
 
 
 class TimestepTracker(ModelHook):
@@ -37,8 +54,32 @@ class TimestepTracker(ModelHook):
         return args, kwargs
 
 
+class GridUniPCMultistepScheduler(UniPCMultistepScheduler):
+    """diffusers' UniPC with flow sigmas on a fixed grid, whatever the pipeline passes to ``set_timesteps``.
+
+    ``grid_times`` are ``N + 1`` times from 1 to 0 before the pipeline's shift (a calibrated grid). UniPC's own
+    ``set_timesteps`` takes custom flow sigmas and shifts them as it shifts its own grid (``flow_shift``, or the
+    pipeline's ``mu`` with dynamic shifting; then ``shift_terminal``), which is how FlowTurbo maps a calibrated grid, so
+    both run on the same sigmas.
+    """
+
+    grid_times: tuple[float, ...] = ()
+
+    def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None):
+        steps = len(self.grid_times) - 1
+        if num_inference_steps is not None and num_inference_steps != steps:
+            raise ValueError(f"This UniPC runs a fixed grid of {steps} steps, but {num_inference_steps} were asked "
+                             "for.")
+        super().set_timesteps(device=device, sigmas=np.asarray(self.grid_times[:-1], dtype=np.float64), mu=mu)
+
+
 class SamplerSwitch:
-    """Puts a pipeline (and its FlowTurbo twin, which shares every module) into the state a sampler needs."""
+    """Puts a pipeline (and its FlowTurbo twin, which shares every module) into the state a sampler needs.
+
+    A diffusers baseline that cannot run in this pipeline is replaced by an equivalent where there is one
+    (:meth:`stand_in`: FlowTurbo's ``H*`` for diffusers' Heun); ``notes`` says, per family, what was replaced or how a
+    sampler differs from the pipeline's own grid, for the report.
+    """
 
     def __init__(self, pipe, refiner=None):
         from ..pipeline import FlowTurboPipeline
@@ -47,42 +88,125 @@ class SamplerSwitch:
         self.own_scheduler = copy.deepcopy(pipe.scheduler)
         self.turbo = FlowTurboPipeline.from_pipe(pipe, refiner=refiner if refiner is not None else False, plan="H1P*")
         self.turbo.set_progress_bar_config(disable=True)
+        self.notes: dict[str, str] = {}
+        self.stand_ins: dict[str, str] = {}  # family -> the FlowTurbo plan that runs in its place
         self._mag_ratios: dict[int, list[float]] = {}
+        self._grid_schedulers: dict[SamplerSpec, object] = {}
 
     @property
     def has_refiner(self) -> bool:
         """Whether FlowTurbo plans with R steps can run."""
         return self.turbo.refiner is not None
 
-    def scheduler_for(self, family: str):
-        from diffusers import (
-            DPMSolverMultistepScheduler,
-            FlowMatchEulerDiscreteScheduler,
-            FlowMatchHeunDiscreteScheduler,
-            UniPCMultistepScheduler,
-        )
+    def runs_on_flowturbo(self, spec: SamplerSpec) -> bool:
+        """Whether ``spec`` runs in the FlowTurbo pipeline: FlowTurbo's plans, Euler on another grid (FlowTurbo's E plan
+        is Euler's method), and a baseline a FlowTurbo plan stands in for."""
+        return spec.family in FLOWTURBO_FAMILIES or spec.family in EULER_ON_A_GRID or spec.family in self.stand_ins
+
+    def scheduler_for(self, spec: SamplerSpec):
+        """The diffusers scheduler of a baseline that runs in the pipeline itself. Euler and Heun keep the shift of a
+        flow-sigma UniPC or DPM-Solver config (Sana, Wan), whose ``flow_shift`` their ``from_config`` would drop."""
+        from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
         config = self.own_scheduler.config
-        if family in (EULER, PAB, MAGCACHE):
-            return FlowMatchEulerDiscreteScheduler.from_config(config)
-        if family == HEUN:
-            return FlowMatchHeunDiscreteScheduler.from_config(config)
-        # Multistep solvers with flow sigmas, built explicitly: from_config of a flow-match config would leave their
-        # flow_shift at 1.0.
-        flow = dict(use_flow_sigmas=True, flow_shift=config.get("shift", 1.0), prediction_type="flow_prediction")
-        if family == UNIPC:
-            return UniPCMultistepScheduler(**flow)
-        return DPMSolverMultistepScheduler(solver_order=2 if family == DPM2 else 3, **flow)
+        shift = {"shift": config.get("flow_shift", 1.0)} if config.get("use_flow_sigmas") else {}
+        if spec.family in (EULER, PAB, MAGCACHE):
+            return FlowMatchEulerDiscreteScheduler.from_config(config, **shift)
+        if spec.family == HEUN:
+            return FlowMatchHeunDiscreteScheduler.from_config(config, **shift)
+        if spec.family in (UNIPC, UNIPC_OSS, DPM2, DPM3):
+            return self.multistep_scheduler(spec.family, spec.grid)
+        raise ValueError(f"No diffusers scheduler for sampler family {spec.family!r}.")
+
+    def multistep_scheduler(self, family: str, grid_times: tuple[float, ...] | None = None):
+        """UniPC or DPM-Solver++ with flow sigmas on the grid the pipeline's own scheduler would use: built from the
+        pipeline's own config when that already is a flow-sigma UniPC or DPM-Solver (Sana, Wan); from a flow-match
+        config, with its shift, or following the pipeline's ``mu`` (``use_dynamic_shifting`` and its
+        ``time_shift_type``) where the pipeline shifts dynamically (Flux), since ``from_config`` of a flow-match config
+        would leave ``flow_shift`` at 1. ``grid_times``: UniPC on that grid instead
+        (:class:`GridUniPCMultistepScheduler`).
+
+        Raises:
+            ValueError: for DPM-Solver++ with a linear dynamic time shift, which diffusers 0.42.1 does not implement.
+        """
+        from diffusers import DPMSolverMultistepScheduler
+
+        config = self.own_scheduler.config
+        if config.get("use_flow_sigmas"):
+            settings = dict(config)
+        else:
+            settings = dict(num_train_timesteps=config.get("num_train_timesteps", 1000), use_flow_sigmas=True,
+                            prediction_type="flow_prediction")
+            if config.get("use_dynamic_shifting"):
+                settings.update(use_dynamic_shifting=True, time_shift_type=config.get("time_shift_type", "exponential"))
+            else:
+                settings["flow_shift"] = config.get("shift", 1.0)
+            settings["shift_terminal"] = config.get("shift_terminal")
+        if family in (UNIPC, UNIPC_OSS):
+            scheduler = (UniPCMultistepScheduler if grid_times is None else GridUniPCMultistepScheduler).from_config(
+                settings)
+            scheduler.grid_times = tuple(grid_times or ())
+        else:
+            if settings.get("use_dynamic_shifting") and settings.get("time_shift_type", "exponential") != "exponential":
+                raise ValueError("diffusers' DPMSolverMultistepScheduler follows a dynamic shift only with "
+                                 "time_shift_type='exponential'; this pipeline shifts with 'linear'.")
+            if settings.get("shift_terminal"):
+                self.notes[family] = (f"diffusers' DPMSolverMultistepScheduler has no shift_terminal, so it runs "
+                                      f"without the pipeline's terminal stretch (shift_terminal="
+                                      f"{settings['shift_terminal']}): on a slightly different grid.")
+            scheduler = DPMSolverMultistepScheduler.from_config(settings, algorithm_type="dpmsolver++",
+                                                                solver_order=2 if family == DPM2 else 3)
+        # The pipeline computes mu from its scheduler's config (Flux: calculate_shift(image_seq_len,
+        # config.get("base_image_seq_len", 256), ...)); these keys make it the mu its own scheduler gets.
+        scheduler.register_to_config(**{key: config[key] for key in DYNAMIC_SHIFT_KEYS if key in config})
+        return scheduler
+
+    def flowturbo_scheduler(self, spec: SamplerSpec):
+        """The FlowTurbo scheduler of a point on its own grid: a calibrated grid's times go through the pipeline's
+        shift (and ``mu``), as ``calibrated_grid`` maps them; a fixed grid's sigmas are used as they are (a config that
+        shifts nothing)."""
+        from ..scheduler import FlowTurboScheduler
+
+        if spec not in self._grid_schedulers:
+            config = self.own_scheduler.config
+            unshifted = {} if spec.family in SHIFTED_GRID_FAMILIES else dict(
+                shift=1.0, use_dynamic_shifting=False, shift_terminal=None, use_karras_sigmas=False,
+                use_exponential_sigmas=False, use_beta_sigmas=False)
+            self._grid_schedulers[spec] = FlowTurboScheduler.from_config(
+                config, plan=spec.plan, calibrated_grid=list(spec.grid), **unshifted)
+        return self._grid_schedulers[spec]
+
+    def stand_in(self, spec: SamplerSpec, error: Exception) -> bool:
+        """After ``spec`` failed with ``error`` in this pipeline: run an equivalent instead, if there is one
+        (FlowTurbo's ``H*`` is Heun's method on the pipeline's grid, what diffusers' FlowMatchHeunDiscreteScheduler
+        computes; docs/scheduler.md), noting why. Returns whether the family now has a stand-in (so that ``spec`` can be
+        measured again)."""
+        if spec.family != HEUN or HEUN in self.stand_ins:
+            return False
+        self.stand_ins[HEUN] = "H*"
+        self.notes[HEUN] = (f"diffusers' FlowMatchHeunDiscreteScheduler cannot run in {type(self.pipe).__name__} "
+                            f"({type(error).__name__}: {first_line(error)}); FlowTurbo's H* stands in for it: Heun's "
+                            "method on the pipeline's own grid, which is what that scheduler computes.")
+        return True
 
     @contextmanager
     def use(self, spec: SamplerSpec):
         """Yield ``(pipeline, call_kwargs)`` set up for ``spec``; the pipeline's own scheduler is put back and any
         cache hook (and PAB's timestep tracker) removed on exit."""
-        if spec.family in FLOWTURBO_FAMILIES:
-            self.turbo.set_plan(spec.plan)
-            yield self.turbo, {"num_inference_steps": spec.steps}
+        if self.runs_on_flowturbo(spec):
+            plan = self.stand_ins.get(spec.family, spec.plan)
+            if spec.grid is None:
+                self.turbo.set_plan(plan)
+                yield self.turbo, {"num_inference_steps": spec.steps}
+                return
+            own = self.turbo.scheduler
+            self.turbo.scheduler = self.flowturbo_scheduler(spec)
+            try:
+                yield self.turbo, {"num_inference_steps": spec.steps}
+            finally:
+                self.turbo.scheduler = own
             return
-        self.pipe.scheduler = self.scheduler_for(spec.family)
+        self.pipe.scheduler = self.scheduler_for(spec)
         try:
             with contextlib.ExitStack() as hooks:
                 cache = self._cache_config(spec, hooks)
@@ -129,7 +253,7 @@ class SamplerSwitch:
         mag_logger.addHandler(handler)
         mag_logger.setLevel(logging.INFO)
         mag_logger.propagate = False  # the ratios go to our handler only, not to the console through diffusers'
-        self.pipe.scheduler = self.scheduler_for(EULER)
+        self.pipe.scheduler = self.scheduler_for(SamplerSpec(EULER, steps))
         calibration = MagCacheConfig(calibrate=True, num_inference_steps=steps)
         try:
             with cache_enabled(self.pipe.transformer, calibration), contextlib.redirect_stdout(io.StringIO()):
@@ -165,3 +289,10 @@ def cache_enabled(transformer, config):
             transformer.disable_cache()
         else:
             remove_cache_hooks(transformer, config)
+
+
+def first_line(error: Exception, limit: int = 200) -> str:
+    """The first line of an error's message, cut at ``limit`` characters (for the report's notes)."""
+    text = str(error).strip()
+    text = text.splitlines()[0] if text else ""
+    return text if len(text) <= limit else text[:limit] + "..."

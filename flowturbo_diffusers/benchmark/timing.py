@@ -67,9 +67,14 @@ def remove_drift(keys: list, seconds: list[float], window: int = 4) -> tuple[lis
 
 def seconds_per_image(samples, pipe, call_kwargs: dict, batch_size: int) -> float:
     """Wall time per image, in seconds, of one call of ``pipe`` on the first ``batch_size`` of ``samples``
-    (a :class:`~.sampling.BenchmarkSamples`)."""
+    (a :class:`~.sampling.BenchmarkSamples`): a call that stops at the latents, or, where ``call_kwargs`` name an
+    ``output_type``, a whole call that decodes them (:meth:`~.sampling.BenchmarkSamples.decoded_call`)."""
+    indices = list(range(batch_size))
     start = time.perf_counter()
-    samples.generate(pipe, call_kwargs, list(range(batch_size)))
+    if "output_type" in call_kwargs:
+        samples.decoded_call(pipe, call_kwargs, indices)
+    else:
+        samples.generate(pipe, call_kwargs, indices)
     return (time.perf_counter() - start) / batch_size
 
 
@@ -94,7 +99,7 @@ def time_interleaved(samples, setups: dict, settings, batch_sizes=None, desc: st
     jobs = [(key, batch_size) for key in setups for batch_size in batch_sizes]
     for key, batch_size in jobs:
         with setups[key]() as (pipe, call_kwargs):
-            samples.generate(pipe, call_kwargs, list(range(batch_size)))
+            seconds_per_image(samples, pipe, call_kwargs, batch_size)
     calls, seconds = [], []
     order = random.Random(settings.seed)
     rounds = range(repeats or settings.repeats)
@@ -155,6 +160,57 @@ def overhead(samples, switch, settings) -> dict:
         "round_seconds": rounds,
         "raw_round_seconds": {key: value[1] for key, value in raw_timed.items()},
     }
+
+
+END_TO_END_STEPS = 50  # the pipeline call the loop's share is measured on: 50 Euler steps, as issue 20's GPU figure
+
+
+def end_to_end(samples, switch, settings, steps: int = END_TO_END_STEPS) -> dict:
+    """How much of a whole pipeline call, VAE decoding included, is spent outside the denoising loop, and the ceiling
+    on speed-up that sets (Amdahl's law): no sampler can make a call faster than the part it does not touch.
+
+    Timed interleaved (:func:`time_interleaved`) at each of ``settings.batch_sizes``: a call of the pipeline's own
+    scheduler (Euler) at ``steps`` steps that decodes its latents as a user's call does (``"call"``); a call of one
+    step with the transformer a no-op, which is what lies outside the loop (``"no-op call"``: text encoding, set-up,
+    VAE decoding, and one step's bookkeeping); and that call stopped at the latents (``"no-op latent call"``). Per batch
+    size: those times per image, ``decode_seconds`` (the difference of the two no-op calls), ``outside_share`` (the
+    no-op call over the real one) and ``speedup_ceiling`` (its inverse). ``switch`` is the benchmark's
+    :class:`~.switch.SamplerSwitch`.
+    """
+    output_type = {"output_type": decoded_output_type(switch.pipe)}
+
+    @contextlib.contextmanager
+    def call(no_op: bool, decoded: bool):
+        with contextlib.ExitStack() as stack:
+            if no_op:
+                stack.enter_context(no_op_transformer(switch.pipe.transformer))
+            pipe, call_kwargs = stack.enter_context(switch.use(SamplerSpec(EULER, 1 if no_op else steps)))
+            yield pipe, {**call_kwargs, **(output_type if decoded else {})}
+
+    setups = {"call": functools.partial(call, False, True), "no-op call": functools.partial(call, True, True),
+              "no-op latent call": functools.partial(call, True, False)}
+    rounds, raw_rounds = time_interleaved(samples, setups, settings, desc="Timing whole calls")
+    times = medians(rounds)
+    batches = {}
+    for b in settings.batch_sizes:
+        whole, outside, latent = (times[key][b] for key in ("call", "no-op call", "no-op latent call"))
+        batches[b] = {"call_seconds": whole, "outside_seconds": outside, "outside_latent_seconds": latent,
+                      "decode_seconds": outside - latent, "outside_share": outside / whole,
+                      "speedup_ceiling": whole / outside,
+                      "round_seconds": {key: rounds[key][b] for key in rounds},
+                      "raw_round_seconds": {key: raw_rounds[key][b] for key in raw_rounds}}
+    return {"sampler": SamplerSpec(EULER, steps).name, "steps": steps, "output_type": output_type["output_type"],
+            "batches": batches}
+
+
+def decoded_output_type(pipe) -> str:
+    """The output type of a user's call of ``pipe``: its ``__call__``'s default (``"pil"`` for image pipelines,
+    ``"np"`` for most video ones)."""
+    import inspect
+
+    parameter = inspect.signature(pipe.__call__).parameters.get("output_type")
+    default = None if parameter is None else parameter.default
+    return default if isinstance(default, str) and default != "latent" else "pil"
 
 
 def compile_comparison(samples, switch, settings, plan: str, mode: str | None = None,
