@@ -347,7 +347,7 @@ def calibrate_plan(
     progress: bool = True,
 ) -> CalibrationResult:
     """Calibrate a FlowTurbo plan and grid for ``pipe`` (any diffusers flow pipeline) at ``settings.budget`` base
-    evaluations; see the module docstring for the method.
+    evaluations; see the module docstring for the method, and :func:`calibrate_plans` for several budgets at once.
 
     Args:
         pipe: The pipeline, with its own scheduler (its config defines the shift the grid goes through).
@@ -364,9 +364,31 @@ def calibrate_plan(
     Raises:
         ValueError: for settings it cannot search, before any model evaluation.
     """
+    settings = settings or CalibrationSettings()
+    return calibrate_plans(pipe, prompts, [settings.budget], settings, call_kwargs, held_out_prompts,
+                           progress)[settings.budget]
+
+
+def calibrate_plans(
+    pipe,
+    prompts: list,
+    budgets: list[int],
+    settings: CalibrationSettings | None = None,
+    call_kwargs: dict | None = None,
+    held_out_prompts: list | None = None,
+    progress: bool = True,
+) -> dict[int, CalibrationResult]:
+    """:func:`calibrate_plan` at each of ``budgets`` (``settings.budget`` is ignored), sharing the teacher's solve and
+    one dynamic program at the largest budget, whose table holds the best final state at every smaller cost too; only
+    the refinement and the held-out check run per budget. Each result's ``seconds`` is the shared part plus its own;
+    ``shared_seconds`` is the shared part."""
+    import dataclasses
+
     from .scheduler import FlowTurboScheduler
 
-    settings = settings or CalibrationSettings()
+    settings = dataclasses.replace(settings or CalibrationSettings(), budget=max(budgets))
+    if min(budgets) < 1:
+        raise ValueError(f"budgets (base-model evaluations) must be at least 1, got {budgets}.")
     call_kwargs = {k: v for k, v in (call_kwargs or {}).items() if k != "num_inference_steps"}
     say = print if progress else (lambda *_: None)
     started = time.perf_counter()
@@ -380,28 +402,9 @@ def calibrate_plan(
     say(f"Teacher: Heun, {settings.candidates * settings.reference_substeps} steps, on {settings.samples} samples")
     teacher = teacher_states(sampler, sigmas, settings.reference_substeps)
     say(f"Searching plans of at most {settings.budget} evaluations over {settings.candidates} candidate intervals")
-    best, _ = search_plan(sampler, sigmas, teacher, settings, progress=say if progress else None)
-    plan, grid = _plan_and_grid(best.path, times)
-    say(f"Dynamic program: plan {plan}, final relative MSE {best.error:.3g}")
-
+    _, table = search_plan(sampler, sigmas, teacher, settings, progress=say if progress else None)
     reference = teacher[-1]
-
-    def final_error(grid_times: list[float]) -> float:
-        scheduler = FlowTurboScheduler.from_config(own_config, plan=plan, calibrated_grid=grid_times)
-        latents = sampler.solve(scheduler, len(grid_times) - 1)
-        return relative_error(latents, reference)
-
-    grid, refined_error = refine_grid(grid, final_error, settings.refine_passes)
-    say(f"Refined grid: relative error {refined_error:.4g}")
-    figures = {
-        "budget": settings.budget,
-        "plan_evaluations": Plan.parse(plan).count_evaluations()["base"],
-        "samples": settings.samples,
-        "reference": f"Heun, {settings.candidates * settings.reference_substeps} steps",
-        "calibration_relative_error": refined_error,
-        "calibration_psnr_db": _psnr_of_error(sampler, reference, plan, grid, own_config),
-    }
-    figures.update(_compare_uncalibrated(sampler, reference, own_config, settings.budget, prefix="calibration"))
+    held_sampler = held_reference = None
     if settings.held_out_samples:
         held = held_out_prompts or prompts
         held_sampler = _Sampler(pipe, [held[i % len(held)] for i in range(settings.held_out_samples)],
@@ -409,18 +412,49 @@ def calibrate_plan(
                                 call_kwargs)
         held_reference = held_sampler.solve(FlowTurboScheduler.from_config(own_config, plan="H*"),
                                             settings.candidates * settings.reference_substeps)
-        scheduler = FlowTurboScheduler.from_config(own_config, plan=plan, calibrated_grid=grid)
-        latents = held_sampler.solve(scheduler, len(grid) - 1)
-        figures["held_out_samples"] = settings.held_out_samples
-        figures["held_out_relative_error"] = relative_error(latents, held_reference)
-        figures["held_out_psnr_db"] = latent_psnr(latents, held_reference)
-        figures.update(_compare_uncalibrated(held_sampler, held_reference, own_config, settings.budget,
-                                             prefix="held_out"))
-        sampler.evaluations += held_sampler.evaluations
-    figures["model_evaluations"] = sampler.evaluations
-    figures["seconds"] = round(time.perf_counter() - started, 1)
-    say(f"Calibrated plan {plan} in {figures['seconds']:.0f} s ({sampler.evaluations} pipeline evaluations)")
-    return CalibrationResult(plan, grid, figures)
+    shared_seconds, shared_evaluations = time.perf_counter() - started, sampler.evaluations
+    last = settings.candidates
+    results = {}
+    for budget in sorted(set(budgets)):
+        budget_started, evaluations_before = time.perf_counter(), sampler.evaluations
+        finals = [table[cost][last] for cost in table if cost <= budget and last in table[cost]]
+        if not finals:
+            raise ValueError(f"No plan reaches sigma 0 within {budget} evaluations; raise max_span or the budget.")
+        best = min(finals, key=lambda state: state.error)
+        plan, grid = _plan_and_grid(best.path, times)
+        say(f"Budget {budget}: plan {plan} from the dynamic program, final relative MSE {best.error:.3g}")
+
+        def final_error(grid_times: list[float], plan=plan) -> float:
+            scheduler = FlowTurboScheduler.from_config(own_config, plan=plan, calibrated_grid=grid_times)
+            return relative_error(sampler.solve(scheduler, len(grid_times) - 1), reference)
+
+        grid, refined_error = refine_grid(grid, final_error, settings.refine_passes)
+        figures = {
+            "budget": budget,
+            "plan_evaluations": Plan.parse(plan).count_evaluations()["base"],
+            "samples": settings.samples,
+            "reference": f"Heun, {settings.candidates * settings.reference_substeps} steps",
+            "calibration_relative_error": refined_error,
+            "calibration_psnr_db": _psnr_of_error(sampler, reference, plan, grid, own_config),
+        }
+        figures.update(_compare_uncalibrated(sampler, reference, own_config, budget, prefix="calibration"))
+        held_evaluations = 0
+        if held_sampler is not None:
+            before = held_sampler.evaluations
+            scheduler = FlowTurboScheduler.from_config(own_config, plan=plan, calibrated_grid=grid)
+            latents = held_sampler.solve(scheduler, len(grid) - 1)
+            figures["held_out_samples"] = settings.held_out_samples
+            figures["held_out_relative_error"] = relative_error(latents, held_reference)
+            figures["held_out_psnr_db"] = latent_psnr(latents, held_reference)
+            figures.update(_compare_uncalibrated(held_sampler, held_reference, own_config, budget,
+                                                 prefix="held_out"))
+            held_evaluations = held_sampler.evaluations - before
+        figures["model_evaluations"] = shared_evaluations + sampler.evaluations - evaluations_before + held_evaluations
+        figures["shared_seconds"] = round(shared_seconds, 1)
+        figures["seconds"] = round(shared_seconds + time.perf_counter() - budget_started, 1)
+        say(f"Budget {budget}: calibrated plan {plan} ({figures['seconds']:.0f} s)")
+        results[budget] = CalibrationResult(plan, grid, figures)
+    return results
 
 
 def refine_grid(grid: list[float], objective: Callable[[list[float]], float], passes: int) -> tuple[list[float], float]:
@@ -495,4 +529,5 @@ def _json_safe(value):
     return value
 
 
-__all__ = ["CalibrationResult", "CalibrationSettings", "ProbeScheduler", "calibrate_plan", "refine_grid"]
+__all__ = ["CalibrationResult", "CalibrationSettings", "ProbeScheduler", "calibrate_plan", "calibrate_plans",
+           "refine_grid"]

@@ -272,25 +272,38 @@ class Benchmark:
 
         from tqdm.auto import tqdm
 
-        from ..calibration import calibrate_plan
+        from ..calibration import calibrate_plans
 
         seed = self.settings.seed * 1_000_003 + CALIBRATION_SEED_OFFSET
+        # Requests that differ only in budget share one teacher solve and one dynamic program (calibrate_plans).
+        groups: dict = {}
+        for index, request in enumerate(requests):
+            key = repr({**dataclasses.asdict(request), "budget": None})
+            groups.setdefault(key, []).append(index)
         records = []
-        with self.state.split_between_processes(list(range(len(requests)))) as share:
-            for index in tqdm(share, desc="Calibrating", disable=not self.progress):
-                request = dataclasses.replace(requests[index], seed=seed)
+        with self.state.split_between_processes(list(groups.values())) as share:
+            for indices in tqdm(share, desc="Calibrating", disable=not self.progress):
+                request = dataclasses.replace(requests[indices[0]], seed=seed)
+                budgets = [requests[index].budget for index in indices]
                 prompts, shared = self.calibration_prompts(request.samples)
-                record = {"index": index, "kinds": request.kinds, "budget": request.budget}
                 try:
-                    result = calibrate_plan(self.pipe, prompts, request, self.samples.call_kwargs, progress=False)
+                    results = calibrate_plans(self.pipe, prompts, budgets, request, self.samples.call_kwargs,
+                                              progress=False)
+                    failure = None
                 except Exception as error:
-                    record["failed"] = f"{type(error).__name__}: {first_line(error)}"
-                else:
-                    record.update(plan=result.plan, grid=[float(t) for t in result.grid],
-                                  seconds=result.figures["seconds"], seeds=[seed, seed + request.samples - 1],
-                                  prompts_shared_with_evaluation=shared, settings=dataclasses.asdict(request),
-                                  figures=result.figures)
-                records.append(record)
+                    results, failure = {}, f"{type(error).__name__}: {first_line(error)}"
+                for index, budget in zip(indices, budgets):
+                    record = {"index": index, "kinds": request.kinds, "budget": budget}
+                    if failure:
+                        record["failed"] = failure
+                    else:
+                        result = results[budget]
+                        record.update(plan=result.plan, grid=[float(t) for t in result.grid],
+                                      seconds=result.figures["seconds"], seeds=[seed, seed + request.samples - 1],
+                                      prompts_shared_with_evaluation=shared,
+                                      settings=dataclasses.asdict(dataclasses.replace(request, budget=budget)),
+                                      figures=result.figures)
+                    records.append(record)
         if self.state.num_processes > 1:
             from accelerate.utils import gather_object
 
