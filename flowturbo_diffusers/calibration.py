@@ -271,6 +271,12 @@ def search_plan(sampler: _Sampler, sigmas: list[float], teacher: list[torch.Tens
         best = table.setdefault(cost, {}).get(index)
         if best is None or candidate.error < best.error:
             table[cost][index] = candidate
+        finishes = index < last and last - index <= settings.max_span and velocity is not None
+        if finishes and PSEUDO_CORRECTOR in settings.kinds:
+            # A P step onto sigma 0 makes no evaluation (its corrector would be at 0): it finishes the state at the
+            # same cost, from the velocity it carries. Offered here, so that states at the full budget finish too.
+            offer(cost, last, euler_step(latents, velocity, sigmas[last] - sigmas[index]), None, PSEUDO_CORRECTOR,
+                  candidate)
 
     for cost in range(settings.budget):
         sources = sorted((index, state) for index, state in table.get(cost, {}).items() if index < last)
@@ -305,9 +311,6 @@ def search_plan(sampler: _Sampler, sigmas: list[float], teacher: list[torch.Tens
                         if EULER in settings.kinds or end == last:  # an H step onto 0 is an Euler step
                             offer(cost + 1, end, euler_step(state.latents, source_velocity, step), source_velocity,
                                   EULER, state)
-                        if end == last and state.velocity is not None and PSEUDO_CORRECTOR in settings.kinds:
-                            offer(cost, end, euler_step(state.latents, state.velocity, step), None,
-                                  PSEUDO_CORRECTOR, state)
                     continue
                 step = sigmas[target] - sigmas[index]
                 start_velocity = source_velocity if kind == HEUN else state.velocity

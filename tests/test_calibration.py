@@ -13,6 +13,7 @@ from flowturbo_diffusers.calibration import (
     _Sampler,
     calibrate_plan,
     refine_grid,
+    search_plan,
     sigmas_of,
     teacher_states,
 )
@@ -162,3 +163,19 @@ def test_flowturbo_calibrate_writes_a_scheduler_folder(tmp_path, capsys):
     figures = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert scheduler.config.plan == figures["plan"] and scheduler.config.calibrated_grid == figures["grid"]
     assert (tmp_path / "out" / "scheduler" / "README.md").is_file()
+
+
+def test_a_budgets_best_plan_does_not_depend_on_the_largest_budget_searched(sd3_pipe):
+    """States at the full budget still finish with a P step onto sigma 0, which costs no evaluation: the dynamic
+    program at budget 2 finds the same best 2-evaluation plans as the one at budget 3 (calibrate_plans shares one)."""
+    own = sd3_pipe.scheduler.config
+    sampler = _Sampler(sd3_pipe, ["a red 7"], [0], dict(height=32, width=32, max_sequence_length=16))
+    times = [1.0 - k / 6 for k in range(7)]
+    sigmas = sigmas_of(times, own, None)
+    teacher = teacher_states(sampler, sigmas, substeps=2)
+    tables = {budget: search_plan(sampler, sigmas, teacher, CalibrationSettings(budget=budget, candidates=6))[1]
+              for budget in (2, 3)}
+    for cost in (1, 2):
+        small, large = tables[2][cost][6], tables[3][cost][6]
+        assert small.path == large.path and small.error == pytest.approx(large.error, rel=1e-6)
+    assert any(kind == "P" for kind, _ in tables[2][2][6].path)
