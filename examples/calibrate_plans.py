@@ -1,8 +1,9 @@
 """Calibrated plans on the bundled model: fidelity at 4, 6 and 8 base evaluations, against uncalibrated plans and an
 OSS-style Euler grid, on held-out prompts and seeds and at a resolution it was not calibrated at.
 
-For each budget it runs ``flowturbo.calibration.calibrate_plan`` twice: with H, P and E steps (FlowTurbo's plan
-family), and with E steps only (an Euler grid found by the same dynamic program, as OSS does for Euler; Pei et al.,
+It runs ``flowturbo_diffusers.calibration.calibrate_plans`` twice, each time for all the budgets at once (one teacher
+solve and one dynamic program shared by the budgets): with H, P and E steps (FlowTurbo's plan family), and with E steps
+only (an Euler grid found by the same dynamic program, as OSS does for Euler; Pei et al.,
 arXiv 2503.21774). It prints latent PSNR against a many-step Heun solve on the calibration samples, on held-out ones,
 and on held-out samples at 48x48 (the model was calibrated at 32x32), next to the best uncalibrated FlowTurbo plan of
 the same cost on the pipeline's own grid, and the wall time of each calibration (docs/calibration.md).
@@ -19,7 +20,7 @@ from transformers.utils import logging as transformers_logging
 
 from flowturbo_diffusers import FlowTurboScheduler
 from flowturbo_diffusers.bundled import BUNDLED_CALL_DEFAULTS, digits, load_bundled_pipeline
-from flowturbo_diffusers.calibration import CalibrationSettings, _compare_uncalibrated, _Sampler, calibrate_plan, latent_psnr
+from flowturbo_diffusers.calibration import CalibrationSettings, _compare_uncalibrated, _Sampler, calibrate_plans, latent_psnr
 
 
 def main(argv=None):
@@ -43,27 +44,28 @@ def main(argv=None):
     other_reference = other_sampler.solve(FlowTurboScheduler.from_config(own, plan="H*"), 96)
 
     rows = []
-    for budget in args.budgets:
-        for kinds in ("HPE", "E"):
-            settings = CalibrationSettings(budget=budget, kinds=kinds, samples=args.samples,
-                                           held_out_samples=args.held_out_samples)
-            result = calibrate_plan(pipe, prompts, settings, call, held_out_prompts=held, progress=False)
+    for kinds in ("HPE", "E"):
+        settings = CalibrationSettings(kinds=kinds, samples=args.samples, held_out_samples=args.held_out_samples)
+        results = calibrate_plans(pipe, prompts, args.budgets, settings, call, held_out_prompts=held, progress=False)
+        for budget, result in sorted(results.items()):
             figures = result.figures
             scheduler = FlowTurboScheduler.from_config(own, plan=result.plan, calibrated_grid=result.grid)
             at_other_size = latent_psnr(other_sampler.solve(scheduler, len(result.grid) - 1), other_reference)
             baseline = _compare_uncalibrated(other_sampler, other_reference, own, budget, prefix="other")
             rows.append((budget, "FlowTurbo (H, P, E)" if kinds == "HPE" else "Euler grid (OSS-style)", result.plan,
                          figures, at_other_size, baseline["other_best_uncalibrated_psnr_db"]))
-            print(f"budget {budget}, {kinds}: {result.plan} {[round(t, 3) for t in result.grid]} "
-                  f"in {figures['seconds']:.0f} s", flush=True)
+            print(f"budget {budget}, {kinds}: {result.plan} {[round(t, 3) for t in result.grid]}, "
+                  f"{figures['model_evaluations']} evaluations, {figures['seconds']:.0f} s "
+                  f"({figures['shared_seconds']:.0f} s shared by the budgets)", flush=True)
+    rows.sort(key=lambda row: row[0])
 
     print("\n| budget | search | plan | calibration samples | held-out samples | best uncalibrated (held-out) | "
-          f"held-out at {args.other_size}x{args.other_size} | best uncalibrated there | calibration time |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"held-out at {args.other_size}x{args.other_size} | best uncalibrated there | evaluations | calibration time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for budget, search, plan, f, other_psnr, other_base in rows:
         print(f"| {budget} | {search} | `{plan}` | {f['calibration_psnr_db']:.2f} dB | {f['held_out_psnr_db']:.2f} dB "
               f"| {f['held_out_best_uncalibrated_psnr_db']:.2f} dB ({f['held_out_best_uncalibrated']}) "
-              f"| {other_psnr:.2f} dB | {other_base:.2f} dB | {f['seconds']:.0f} s |")
+              f"| {other_psnr:.2f} dB | {other_base:.2f} dB | {f['model_evaluations']:,} | {f['seconds']:.0f} s |")
 
 
 if __name__ == "__main__":
