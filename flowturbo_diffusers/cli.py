@@ -146,6 +146,9 @@ def add_train_parser(subparsers) -> None:
                         help="plans with R steps to choose the refiner's offset scale on (default: the eval plan)")
     parser.add_argument("--calibration-samples", type=int, default=8,
                         help="held-out samples for that choice; 0 keeps the offset as trained (scale 1)")
+    parser.add_argument("--recommendation-samples", type=int, default=8,
+                        help="held-out samples on which R plans are measured against training-free plans of the same "
+                        "cost to choose the recommended plans; 0 keeps the default recommendation, unmeasured")
     parser.add_argument("--tensorboard", action="store_true", help="also log to tensorboard (needs tensorboard)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
     parser.add_argument("--overwrite", action="store_true", help="start again in an existing OUTPUT_DIR")
@@ -187,6 +190,7 @@ def run_train(args) -> int:
         eval_plan=args.eval_plan or None,
         calibration_plans=tuple(args.calibration_plans) if args.calibration_plans else None,
         calibration_samples=args.calibration_samples,
+        recommendation_samples=args.recommendation_samples,
         report_to_tensorboard=args.tensorboard,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -199,8 +203,18 @@ def run_train(args) -> int:
     print(f"Final loss {result.final_loss:.4g}; refiner written to {result.output_dir}")
     if result.metrics:
         print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.metrics.items()
-                        if k != "calibration"))
+                        if k not in ("calibration", "recommended_plans", "refiner_pays")))
+        print_recommendation(result.refiner.config.training_info.get("plan_measurements"))
     return 0
+
+
+def print_recommendation(recommendation: dict | None) -> None:
+    """Print what :func:`~flowturbo_diffusers.training.evaluation.recommend_plans` measured and chose."""
+    if not recommendation:
+        return
+    from .model_card import measured_plans_table
+
+    print(measured_plans_table(recommendation))
 
 
 def add_calibrate_parser(subparsers) -> None:
@@ -223,17 +237,27 @@ def add_calibrate_parser(subparsers) -> None:
                         help="candidate scales (default 0.2 to 1 in steps of 0.1)")
     parser.add_argument("--reference-steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20_000, help="first noise seed")
+    parser.add_argument("--recommendation-samples", type=int, default=8,
+                        help="more samples (the seeds after the calibration ones) on which R plans are measured "
+                        "against training-free plans of the same cost to choose the recommended plans; 0 keeps the "
+                        "refiner's recommendation")
     add_call_arguments(parser)
     parser.set_defaults(run=run_calibrate)
 
 
 def run_calibrate(args) -> int:
     from .refiner import VelocityRefiner
-    from .training.evaluation import DEFAULT_OFFSET_SCALES, calibrate_offset_scale, check_calibration_plans
+    from .training.evaluation import (
+        DEFAULT_OFFSET_SCALES,
+        calibrate_offset_scale,
+        check_calibration_plans,
+        recommend_plans,
+    )
 
     check_calibration_plans(args.plans)
-    if args.samples < 1:
-        raise SystemExit(f"--samples must be at least 1, got {args.samples}.")
+    if args.samples < 1 or args.recommendation_samples < 0:
+        raise SystemExit(f"--samples must be at least 1 and --recommendation-samples at least 0, got {args.samples} "
+                         f"and {args.recommendation_samples}.")
     pipe, call_kwargs, prompts = _pipeline_and_prompts(args)
     refiner = VelocityRefiner.from_pretrained(args.refiner)
     refiner.check_compatible(pipe.transformer)
@@ -244,6 +268,14 @@ def run_calibrate(args) -> int:
         errors = ", ".join(f"{plan} {error:.4f}" for plan, error in row.items())
         chosen = "  <- chosen" if scale == figures["offset_scale"] else ""
         print(f"offset scale {scale:g}: relative error {errors}{chosen}")
+    if args.recommendation_samples:
+        first = args.seed + args.samples
+        chosen = [prompts[(args.samples + i) % len(prompts)] for i in range(args.recommendation_samples)]
+        recommendation = recommend_plans(pipe, refiner, chosen, [first + i for i in range(args.recommendation_samples)],
+                                         call_kwargs, args.reference_steps)
+        refiner.register_to_config(recommended_plans=recommendation["recommended_plans"], training_info={
+            **(refiner.config.training_info or {}), "plan_measurements": recommendation})
+        print_recommendation(recommendation)
     refiner.save_pretrained(args.output_dir)
     print(f"Saved the refiner with offset_scale {figures['offset_scale']:g} to {args.output_dir}")
     return 0

@@ -38,6 +38,8 @@ image = pipe("a photo of a cat", generator=torch.Generator().manual_seed(0)).ima
 | --- | --- | --- | --- |
 {{ plans_table }}
 
+{{ measured_plans }}
+
 ## Training
 
 {{ training }}
@@ -70,6 +72,33 @@ def _plans_table(plans) -> str:
     return "\n".join(rows)
 
 
+def measured_plans_table(recommendation: dict) -> str:
+    """Markdown: what ``recommend_plans`` measured (latent PSNR against a many-step Heun solve, cost in base-model
+    evaluations with the refiner's measured cost) and what it concluded."""
+    cost = recommendation["refiner_cost"]
+    if recommendation["refiner_pays"]:
+        verdict = ("The recommended plans are the R plans that beat the training-free (H/P) plans of the same cost "
+                   "on this model, best first.")
+    else:
+        verdict = ("**No R plan beat the training-free (H/P) plans of the same cost on this model**, so the "
+                   "recommended plans are training-free; the refiner does not pay here.")
+    lines = [
+        f"Measured on {recommendation['samples']} held-out prompts and seeds, latent PSNR against "
+        f"{recommendation['reference']}; cost in base-model evaluations, a refiner evaluation measured at "
+        f"{cost:.3g} of one. {verdict}",
+        "",
+        "| plan | base evaluations | refiner evaluations | cost | latent PSNR | H/P at the same cost | gain |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in recommendation["plans"]:
+        reference = row.get("training_free_psnr_db")
+        gain = row.get("gain_db")
+        lines.append(f"| `{row['plan']}` | {row['base_evaluations']} | {row['refiner_evaluations']} | {row['cost']:.2f} "
+                     f"| {row['psnr_db']:.2f} dB | {'' if reference is None else f'{reference:.2f} dB'} | "
+                     f"{'' if gain is None else f'{gain:+.2f} dB'} |")
+    return "\n".join(lines)
+
+
 def _fill_formula(plan: Plan, key: str) -> str:
     """``key`` ("base" or "refiner") evaluations of a fill plan at N steps, as ``a·N + b`` (the count is linear in N)."""
     first = max(plan.fixed_steps, 1) + 1
@@ -100,6 +129,7 @@ def refiner_model_card(refiner, repo_id: str | None = None):
     config = refiner.config
     training = dict(config.training_info or {})
     metrics = training.pop("metrics", None)
+    measurements = training.pop("plan_measurements", None)
     license_name = training.pop("license", "apache-2.0")
     base_fraction = training.get("base_model_parameters")
     card_data = ModelCardData(
@@ -127,6 +157,9 @@ def refiner_model_card(refiner, repo_id: str | None = None):
         repo_id=repo_id or "<this repo>",
         first_plan=list(config.recommended_plans)[0],
         plans_table=_plans_table(config.recommended_plans),
+        measured_plans=measured_plans_table(measurements) if measurements else (
+            "These plans are the defaults, not measured on this model: `flowturbo calibrate-refiner` measures R plans "
+            "against training-free plans of the same cost and recommends by it."),
         training=_section(
             training,
             "Not trained yet: the output layer is zero-initialised, so this refiner returns the previous velocity "

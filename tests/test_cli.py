@@ -44,9 +44,9 @@ def test_generate_with_compile(tmp_path, capsys):
 
 def test_calibrate_refiner_saves_the_scale_closest_to_the_reference(tmp_path, capsys):
     import torch
+    from tiny_pipelines import tiny_sd3_pipeline
 
     from flowturbo_diffusers import VelocityRefiner
-    from tiny_pipelines import tiny_sd3_pipeline
 
     pipe = tiny_sd3_pipeline()
     pipe.save_pretrained(tmp_path / "model")
@@ -55,10 +55,16 @@ def test_calibrate_refiner_saves_the_scale_closest_to_the_reference(tmp_path, ca
     refiner.save_pretrained(tmp_path / "refiner")
     assert cli.main(["calibrate-refiner", "--model", str(tmp_path / "model"), "--refiner", str(tmp_path / "refiner"),
                      "--output-dir", str(tmp_path / "calibrated"), "--plans", "H1P2R2", "H1P1R3", "--samples", "2",
-                     "--scales", "0", "0.5", "1", "--reference-steps", "20", "--height", "32", "--width", "32"]) == 0
+                     "--scales", "0", "0.5", "1", "--reference-steps", "20", "--height", "32", "--width", "32",
+                     "--recommendation-samples", "2"]) == 0
     printed = capsys.readouterr().out
     assert "offset scale 0: relative error H1P2R2" in printed and "<- chosen" in printed
-    assert VelocityRefiner.from_pretrained(tmp_path / "calibrated").config.offset_scale == 0.0
+    calibrated = VelocityRefiner.from_pretrained(tmp_path / "calibrated").config
+    assert calibrated.offset_scale == 0.0
+    # The recommended plans were measured on 2 more samples, and the table was printed.
+    measured = calibrated.training_info["plan_measurements"]
+    assert list(calibrated.recommended_plans) == measured["recommended_plans"] and measured["samples"] == 2
+    assert "| `H1P5R3` |" in printed and "H/P at the same cost" in printed
     assert VelocityRefiner.from_pretrained(tmp_path / "refiner").config.offset_scale == 1.0  # the input is kept
 
 
@@ -82,7 +88,7 @@ def test_train_refiner_through_the_cli_passes_the_models_call_arguments(tmp_path
     assert cli.main(["train-refiner", "--model", str(tmp_path / "flux"), "--prompts", str(tmp_path / "prompts.txt"),
                      "--output-dir", str(tmp_path / "out"), "--steps", "2", "--batch-size", "2", "--record-steps", "3",
                      "--pipeline-kwargs", json.dumps(call), "--height", "32", "--eval-plan", "",
-                     "--calibration-samples", "0"]) == 0
+                     "--calibration-samples", "0", "--recommendation-samples", "0"]) == 0
     settings = json.loads((tmp_path / "out" / "training_config.json").read_text())
     assert settings["call_kwargs"] == call
     run = json.loads((tmp_path / "out" / "run_info.json").read_text())

@@ -83,7 +83,7 @@ def test_a_refiner_trains_saves_loads_and_answers_R_steps(case, tmp_path):
         return
     prompt = arguments.pop("prompt")
     result = train_refiner(pipe, prompts=[prompt], output_dir=str(tmp_path), steps=2, batch_size=2, record_steps=3,
-                           eval_plan=None, calibration_samples=0, call_kwargs=arguments, base_denoiser=denoiser,
+                           eval_plan=None, calibration_samples=0, recommendation_samples=0, call_kwargs=arguments, base_denoiser=denoiser,
                            progress=False, checkpoint_every=10)
     assert torch.isfinite(torch.tensor(result.final_loss))
     loaded = VelocityRefiner.from_pretrained(result.output_dir)
@@ -112,7 +112,7 @@ def test_a_class_without_an_adapter_is_inferred_and_still_reproduces_heun(monkey
     torch.testing.assert_close(refined, sample(turbo, case, arguments), rtol=1e-5, atol=1e-5)
     prompt = arguments.pop("prompt")
     result = train_refiner(pipe, prompts=[prompt], output_dir=str(tmp_path), steps=2, batch_size=2, record_steps=3,
-                           eval_plan=None, calibration_samples=0, call_kwargs=arguments, progress=False)
+                           eval_plan=None, calibration_samples=0, recommendation_samples=0, call_kwargs=arguments, progress=False)
     assert torch.isfinite(torch.tensor(result.final_loss))
 
 

@@ -19,7 +19,7 @@ from flowturbo_diffusers.training import train_refiner
 from flowturbo_diffusers.training.trainer import _checkpoints
 
 PROMPTS = [f"a {colour} {digit}" for colour in ("red", "blue", "green", "white") for digit in range(4)]
-QUICK = dict(record_steps=8, eval_plan=None, progress=False, log_every=5)
+QUICK = dict(record_steps=8, eval_plan=None, recommendation_samples=0, progress=False, log_every=5)
 
 
 def train(pipe, output_dir, kind="sd3", **settings):
@@ -75,7 +75,7 @@ def _train_arguments(model, prompts, output, steps=200):
     return ["--model", str(model), "--prompts", str(prompts), "--output-dir", str(output), "--steps", str(steps),
             "--batch-size", "4", "--learning-rate", "1e-3", "--lr-scheduler", "cosine",
             "--lr-warmup-steps", str(steps // 20), "--checkpoint-every", "20", "--record-steps", "6",
-            "--height", "32", "--width", "32", "--eval-plan", ""]
+            "--height", "32", "--width", "32", "--eval-plan", "", "--recommendation-samples", "0"]
 
 
 @pytest.mark.slow
@@ -345,3 +345,64 @@ def test_training_calibrates_the_offset_scale_and_saves_it(tmp_path, sd3_pipe):
 def test_bad_calibration_settings_are_refused_before_any_work(tmp_path, sd3_pipe, settings, message):
     with pytest.raises(ValueError, match=message):
         train(sd3_pipe, tmp_path, steps=10, **settings)
+
+
+def test_recommended_plans_come_from_measurement_against_training_free_plans_of_equal_cost():
+    """On the bundled model, a perfect refiner (R steps exactly Heun steps) at a tenth of a call beats the H/P plans
+    of its cost and is recommended; an untrained refiner costed like the base model does not, and the H/P plans are
+    recommended. (The tiny random pipelines' ODEs are too close to straight lines to tell plans apart.)"""
+    from flowturbo_diffusers.bundled import BUNDLED_CALL_DEFAULTS, digits, load_bundled_pipeline
+    from flowturbo_diffusers.training.evaluation import TRAINING_FREE_RECOMMENDATION, recommend_plans
+
+    pipe = load_bundled_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    config = VelocityRefiner.config_for_transformer(pipe.transformer)
+    settings = dict(prompts=digits.render_batch(2, seed=5).prompts, seeds=[40, 41],
+                    call_kwargs={k: v for k, v in BUNDLED_CALL_DEFAULTS.items() if k != "num_inference_steps"},
+                    reference_steps=32, refiner_plans=("H1P2R2", "H1P3R3"),
+                    training_free_plans=tuple(f"H1P{n}" for n in range(1, 10)), progress=False)
+    perfect = recommend_plans(pipe, DoubledOracleRefiner(**config, offset_scale=0.5), refiner_cost=0.1, **settings)
+    rows = {row["plan"]: row for row in perfect["plans"]}
+    # 5 base and 5 refiner evaluations (none at sigma 0), a refiner evaluation costing 0.1
+    assert rows["H1P3R3"]["cost"] == pytest.approx(5 + 0.1 * 5) and rows["H1P3"]["refiner_evaluations"] == 0
+    assert perfect["refiner_pays"] and set(perfect["recommended_plans"]) == {"H1P2R2", "H1P3R3"}
+    gains = [rows[plan]["gain_db"] for plan in perfect["recommended_plans"]]
+    assert min(gains) > 0 and gains == sorted(gains, reverse=True)  # best first
+
+    untrained = recommend_plans(pipe, VelocityRefiner(**config), refiner_cost=1.0, **settings)
+    assert not untrained["refiner_pays"]
+    assert untrained["recommended_plans"] == list(TRAINING_FREE_RECOMMENDATION)
+    assert all(row["gain_db"] <= 0 for row in untrained["plans"] if row["refiner_evaluations"])
+
+
+def test_the_training_free_curve_is_read_at_the_r_plans_cost():
+    from flowturbo_diffusers.training.evaluation import _interpolate
+
+    curve = [(3, 20.0), (4, 24.0), (4, 25.0), (6, 29.0)]
+    assert _interpolate(curve, 4.5) == pytest.approx(26.0)  # between the best at cost 4 and cost 6
+    assert _interpolate(curve, 3) == pytest.approx(20.0)
+    assert _interpolate(curve, 2.9) is None and _interpolate(curve, 6.1) is None  # outside: no comparison
+
+
+def test_the_refiners_call_cost_is_measured_and_needs_a_plan_with_r_steps(sd3_pipe):
+    from flowturbo_diffusers.training.evaluation import refiner_call_cost
+
+    refiner = VelocityRefiner.for_transformer(sd3_pipe.transformer)
+    cost = refiner_call_cost(sd3_pipe, refiner, "H1P2R2", PROMPTS[:1], [0], CALL_KWARGS["sd3"], repeats=1)
+    assert 0 < cost < 10
+    with pytest.raises(ValueError, match="fixed plan with R steps"):
+        refiner_call_cost(sd3_pipe, refiner, "H1P5", PROMPTS[:1], [0], CALL_KWARGS["sd3"])
+
+
+def test_training_recommends_measured_plans_and_the_card_shows_the_measurement(tmp_path, sd3_pipe):
+    result = train(sd3_pipe, tmp_path, steps=10, batch_size=4, recommendation_samples=2)
+    saved = VelocityRefiner.from_pretrained(tmp_path / "refiner")
+    measured = saved.config.training_info["plan_measurements"]
+    assert list(saved.config.recommended_plans) == measured["recommended_plans"] == result.metrics["recommended_plans"]
+    assert measured["samples"] == 2 and {row["plan"] for row in measured["plans"]} >= {"H1P5R3", "H1P5"}
+    card = (tmp_path / "refiner" / "README.md").read_text()
+    assert "| `H1P5R3` |" in card and "H/P at the same cost" in card
+    if not measured["refiner_pays"]:
+        assert "No R plan beat the training-free (H/P) plans" in card
+    with pytest.raises(ValueError, match="recommendation_samples must be 0"):
+        train(sd3_pipe, tmp_path / "bad", steps=10, recommendation_samples=-1)

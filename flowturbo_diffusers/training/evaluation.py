@@ -1,17 +1,27 @@
 """How much a refiner helps: final latents of an H/P/R plan against a many-step reference solution, from the same
 noise, with the trained refiner, with an untrained (zero) refiner, and with the R steps run as Heun steps; the
 refiner's offset scale calibrated against the same kind of reference; and, step by step, how well it predicts the
-teacher's velocity change at each noise level."""
+teacher's velocity change at each noise level; and which plans to recommend for the model, chosen by measurement."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
+import time
 from contextlib import contextmanager
 
 import torch
 
 DEFAULT_OFFSET_SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_SIGMA_EDGES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 1.0)
+# The plans recommend_plans measures: R plans from short to long, and the training-free H1P plans whose costs span
+# theirs (so that every R plan is compared with H/P plans of the same cost).
+DEFAULT_REFINER_PLANS = ("H1P2R2", "H1P3R3", "H1P5R3", "H1P7R3", "H1P9R4")
+DEFAULT_TRAINING_FREE_PLANS = tuple(f"H1P{n}" for n in range(1, 15))
+# Recommended when no R plan beats the training-free plans of its cost: the H/P plan of the paper's 6-step budget
+# and its any-step-count form.
+TRAINING_FREE_RECOMMENDATION = ("H1P5", "H1P*")
 
 
 def relative_error(latents: torch.Tensor, reference: torch.Tensor) -> float:
@@ -33,8 +43,8 @@ def refiner_errors(
     """Relative errors of ``plan`` against a ``reference_steps`` Heun solve: with ``refiner``, with a zero refiner,
     and with R replaced by H (what a perfect refiner would give at that step count). ``steps`` is needed for fill
     plans such as ``H1P*R3``."""
-    from ..refiner import VelocityRefiner
     from ..reference import heun_pipeline, reference_solve, sample_latents
+    from ..refiner import VelocityRefiner
 
     call_kwargs = _without_steps(call_kwargs)
     reference = reference_solve(pipe, prompts, seeds, reference_steps, call_kwargs)
@@ -134,8 +144,14 @@ def offset_errors_by_sigma(
 
     from ..adapters import adapter_for
     from ..routing import _place_like
-    from .trajectories import (check_dt_range, group_calls, record_teacher_calls, stack_calls, step_towards_data,
-                               timestep_convention)
+    from .trajectories import (
+        check_dt_range,
+        group_calls,
+        record_teacher_calls,
+        stack_calls,
+        step_towards_data,
+        timestep_convention,
+    )
 
     check_dt_range(dt_range)
     low, high = dt_range
@@ -181,6 +197,153 @@ def offset_errors_by_sigma(
                 "best_scale": refiner.config.offset_scale * cross / predicted if predicted else None,
             })
     return rows
+
+
+@torch.no_grad()
+def refiner_call_cost(pipe, refiner, plan: str, prompts: list, seeds: list[int], call_kwargs: dict | None = None,
+                      repeats: int = 3) -> float:
+    """The measured cost of one R evaluation as a fraction of one base-model evaluation, on this machine.
+
+    Runs ``plan`` (a fixed plan with R steps) ``repeats + 1`` times on ``prompts`` / ``seeds`` with ``refiner`` loaded
+    and times every call of the pipeline's base denoiser (the refiner's ``base_denoiser``); the first run is discarded
+    (warm-up, placement). A call the refiner answers costs the routing hook and the refiner; one it does not, the base
+    model. Returns the median time of the first over the median of the second; CUDA is synchronised around each call.
+    Raises ``ValueError`` for a fill plan or a plan without R steps.
+    """
+    from ..plan import Plan
+    from ..reference import heun_pipeline, sample_latents
+
+    parsed = Plan.parse(plan)
+    if parsed.is_fill or not parsed.has_refiner_steps:
+        raise ValueError(f"Timing the refiner needs a fixed plan with R steps, such as H1P5R3; got {plan!r}.")
+    turbo = heun_pipeline(pipe)
+    turbo.load_refiner(refiner)
+    turbo.set_plan(plan)
+    module = getattr(turbo, refiner.config.base_denoiser)
+    device = pipe._execution_device
+    times: dict[str, list[float]] = {"base": [], "refiner": []}
+    started: dict[str, float] = {}
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def before(*_):
+        synchronize()
+        started["refiner_count"] = turbo.scheduler.run.counts["refiner"]
+        started["time"] = time.perf_counter()
+
+    def after(*_):
+        synchronize()
+        kind = "refiner" if turbo.scheduler.run.counts["refiner"] > started["refiner_count"] else "base"
+        times[kind].append(time.perf_counter() - started["time"])
+
+    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        for run in range(repeats + 1):
+            if run == 1:  # the first run warmed up
+                times = {"base": [], "refiner": []}
+            sample_latents(turbo, prompts, seeds, _without_steps(call_kwargs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return statistics.median(times["refiner"]) / statistics.median(times["base"])
+
+
+@torch.no_grad()
+def recommend_plans(
+    pipe,
+    refiner,
+    prompts: list,
+    seeds: list[int],
+    call_kwargs: dict | None = None,
+    reference_steps: int = 100,
+    refiner_plans: tuple[str, ...] = DEFAULT_REFINER_PLANS,
+    training_free_plans: tuple[str, ...] = DEFAULT_TRAINING_FREE_PLANS,
+    refiner_cost: float | None = None,
+    top: int = 3,
+    progress: bool = True,
+) -> dict:
+    """Measure R plans against training-free H/P plans of the same cost on this model, and recommend plans by it.
+
+    Every plan runs on ``prompts`` / ``seeds`` (one seed per prompt; use ones the refiner was not calibrated on) and
+    is scored by the mean latent PSNR of its final latents against a ``reference_steps`` Heun solve from the same
+    noise. A plan's cost is in base-model evaluations: its base evaluations plus its refiner evaluations times
+    ``refiner_cost``, the refiner's cost as a fraction of a base evaluation (measured with :func:`refiner_call_cost`
+    on the first R plan when ``None``). Guidance multiplies both counts alike, so it does not change the comparison.
+
+    An R plan's gain is its PSNR less the training-free plans' PSNR at its cost (linear between the training-free
+    plans around it; no gain outside their range). The recommended plans are the R plans with a positive gain, best
+    first (at most ``top``); if none has one, the refiner does not pay on this model and the recommendation is
+    :data:`TRAINING_FREE_RECOMMENDATION` (the model card says so). Fill plans such as ``H1P*`` are not measured.
+
+    Returns ``{"recommended_plans", "refiner_pays", "refiner_cost", "samples", "reference", "plans"}``, where
+    ``plans`` has one row per plan: ``plan``, ``base_evaluations``, ``refiner_evaluations``, ``cost``, ``psnr_db``,
+    and for R plans ``training_free_psnr_db`` (at the same cost, or ``None``) and ``gain_db``. Raises ``ValueError``
+    for fill plans, R steps in ``training_free_plans`` or a plan without them in ``refiner_plans``, or prompts
+    without one seed each.
+    """
+    from tqdm.auto import tqdm
+
+    from ..plan import Plan
+    from ..reference import heun_pipeline, reference_solve, sample_latents
+
+    if not refiner_plans or not training_free_plans:
+        raise ValueError("Give one or more plans with R steps and one or more without, to compare.")
+    parsed = {plan: Plan.parse(plan) for plan in (*refiner_plans, *training_free_plans)}
+    if any(p.is_fill for p in parsed.values()) or any(not parsed[p].has_refiner_steps for p in refiner_plans) or any(
+            parsed[p].has_refiner_steps for p in training_free_plans):
+        raise ValueError(f"Give fixed plans (no '*'): refiner_plans all with R steps, training_free_plans none; got "
+                         f"{refiner_plans} and {training_free_plans}.")
+    if not prompts or len(prompts) != len(seeds):
+        raise ValueError(f"Recommending plans needs one seed per prompt and at least one of each; got {len(prompts)} "
+                         f"prompts and {len(seeds)} seeds.")
+    call_kwargs = _without_steps(call_kwargs)
+    if refiner_cost is None:
+        refiner_cost = refiner_call_cost(pipe, refiner, refiner_plans[0], prompts[:1], seeds[:1], call_kwargs)
+    reference = reference_solve(pipe, prompts, seeds, reference_steps, call_kwargs)
+    turbo = heun_pipeline(pipe)
+    turbo.load_refiner(refiner)
+    rows = []
+    for plan in tqdm((*training_free_plans, *refiner_plans), desc="Measuring plans", disable=not progress):
+        turbo.set_plan(plan)
+        latents = sample_latents(turbo, prompts, seeds, call_kwargs)
+        counts = parsed[plan].count_evaluations()
+        rows.append({"plan": plan, "base_evaluations": counts["base"], "refiner_evaluations": counts["refiner"],
+                     "cost": counts["base"] + refiner_cost * counts["refiner"],
+                     "psnr_db": _psnr_db(latents, reference)})
+    curve = [(row["cost"], row["psnr_db"]) for row in rows if not row["refiner_evaluations"]]
+    for row in rows:
+        if row["refiner_evaluations"]:
+            row["training_free_psnr_db"] = _interpolate(curve, row["cost"])
+            row["gain_db"] = (None if row["training_free_psnr_db"] is None
+                              else row["psnr_db"] - row["training_free_psnr_db"])
+    winners = sorted((row for row in rows if (row.get("gain_db") or 0) > 0), key=lambda row: -row["gain_db"])
+    recommended = [row["plan"] for row in winners[:top]] or list(TRAINING_FREE_RECOMMENDATION)
+    return {"recommended_plans": recommended, "refiner_pays": bool(winners), "refiner_cost": refiner_cost,
+            "samples": len(seeds), "reference": f"Heun, {reference_steps} steps", "plans": rows}
+
+
+def _interpolate(curve: list[tuple[float, float]], cost: float) -> float | None:
+    """The PSNR of the training-free curve ``[(cost, psnr), ...]`` at ``cost``: the best point of each cost, linear
+    between the points around ``cost``; ``None`` outside the curve's range."""
+    best: dict[float, float] = {}
+    for point_cost, value in curve:
+        best[point_cost] = max(value, best.get(point_cost, -math.inf))
+    points = sorted(best.items())
+    if points and cost == points[0][0]:
+        return points[0][1]
+    for (c0, v0), (c1, v1) in itertools.pairwise(points):
+        if c0 < cost <= c1:
+            return v0 + (v1 - v0) * (cost - c0) / (c1 - c0)
+    return None
+
+
+def _psnr_db(latents: torch.Tensor, reference: torch.Tensor) -> float:
+    """The mean over samples of the latent PSNR (peak: each reference sample's range), as the benchmark reports it."""
+    from ..benchmark.metrics import psnr
+
+    return float(psnr(latents, reference).mean())
 
 
 def check_calibration_plans(plans) -> list[str]:

@@ -76,6 +76,9 @@ class RefinerTrainingConfig:
     # held-out prompts and seeds (evaluation.calibrate_offset_scale); 0 samples keeps the offset as trained (scale 1).
     calibration_plans: tuple[str, ...] | None = None
     calibration_samples: int = 8
+    # The recommended plans are measured on this many more held-out samples (evaluation.recommend_plans): R plans
+    # against training-free plans of the same cost; 0 keeps the default recommendation, unmeasured.
+    recommendation_samples: int = 8
     report_to_tensorboard: bool = False
     overwrite: bool = False
     resume: bool = False
@@ -105,6 +108,9 @@ def validate(config: RefinerTrainingConfig, prompts: list) -> None:
         raise ValueError(f"The sigma range must satisfy 0 <= min < max <= 1, got {config.sigma_range}.")
     if not prompts:
         raise ValueError("No prompts to record teacher trajectories from: pass a non-empty prompt file or class labels.")
+    if config.recommendation_samples < 0:
+        raise ValueError(f"recommendation_samples must be 0 (keep the default plans) or more, got "
+                         f"{config.recommendation_samples}.")
     if config.calibration_samples < 0:
         raise ValueError(f"calibration_samples must be 0 (no calibration) or more, got {config.calibration_samples}.")
     if calibration_plans(config):
@@ -392,7 +398,21 @@ def train_refiner(
             held_out = [prompts[i % len(prompts)] for i in range(config.eval_samples)]
             seeds = [10_000 + config.seed + i for i in range(config.eval_samples)]
             metrics.update(refiner_errors(pipe, trained, config.eval_plan, held_out, seeds, config.call_kwargs))
+        recommendation = None
+        if config.recommendation_samples:
+            from .evaluation import recommend_plans
+
+            # Prompts from the middle of the list and their own seeds: apart from calibration's and evaluation's.
+            count = config.recommendation_samples
+            chosen = [prompts[(len(prompts) // 2 + i) % len(prompts)] for i in range(count)]
+            recommendation = recommend_plans(pipe, trained, chosen, [30_000 + config.seed + i for i in range(count)],
+                                             config.call_kwargs, progress=show)
+            trained.register_to_config(recommended_plans=recommendation["recommended_plans"])
+            metrics["recommended_plans"] = recommendation["recommended_plans"]
+            metrics["refiner_pays"] = recommendation["refiner_pays"]
         info = _training_info(config, base_model, prompts, last_loss, metrics, teacher, from_images=pairs is not None)
+        if recommendation is not None:
+            info["plan_measurements"] = recommendation
         trained.register_to_config(training_info=info)
         trained.save_pretrained(output / REFINER_FOLDER)
         _write_run_info(output, config, accelerator, local_batch, checksums, last_loss, metrics, len(calls))
