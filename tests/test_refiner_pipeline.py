@@ -309,3 +309,27 @@ def test_an_R_evaluation_that_no_hook_answered_raises_instead_of_running_the_bas
     monkeypatch.setattr(FlowTurboPipelineMixin, "_denoisers", lambda self: [])  # a model the routing does not know
     with pytest.raises(ValueError, match="reached no refiner"):
         call(pipe, "sd3")
+
+
+def test_from_pipe_does_not_repeat_diffusers_cast_warning(sd3_pipe):
+    """diffusers' from_pipe casts the shared modules to the dtype they have, and ModelMixin.to then warns about
+    float32 modules even when there are none; FlowTurboPipeline.from_pipe drops that warning (and only it)."""
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    logger.addHandler(handler)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()
+    try:
+        FlowTurboPipeline.from_pipe(sd3_pipe, refiner=False)
+        assert not [r for r in records if "kept in float32" in r.getMessage()]
+        sd3_pipe.transformer.to(dtype=torch.float32)  # outside from_pipe, diffusers' warning is untouched
+        assert [r for r in records if "kept in float32" in r.getMessage()]
+    finally:
+        logger.removeHandler(handler)
+        diffusers_logging.set_verbosity(verbosity)
