@@ -280,3 +280,14 @@ def test_the_benchmark_runs_end_to_end_on_a_flux_pipeline(tmp_path, monkeypatch)
     (tmp_path / "out" / "benchmark.json").write_text(json.dumps(older))
     assert cli.main(["bench", "--from-results", "--output-dir", str(tmp_path / "out")]) == 0
     assert "## Calibrated plans" not in (tmp_path / "out" / "benchmark.md").read_text()
+
+
+def test_the_calibrations_wall_time_counts_the_shared_part_once():
+    from flowturbo_diffusers.benchmark.markdown import calibration_wall_seconds
+
+    rows = [{"kinds": "HPE", "seconds": 376.8, "shared_seconds": 365.4},
+            {"kinds": "HPE", "seconds": 402.0, "shared_seconds": 365.4},
+            {"kinds": "E", "seconds": 43.0, "shared_seconds": 30.0},
+            {"kinds": "E", "seconds": 55.0, "shared_seconds": 30.0}]
+    assert calibration_wall_seconds(rows) == pytest.approx(365.4 + 11.4 + 36.6 + 30.0 + 13.0 + 25.0)
+    assert calibration_wall_seconds([{"kinds": "E", "seconds": 60.0}]) == 60.0  # results from before the field

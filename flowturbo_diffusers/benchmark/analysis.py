@@ -203,7 +203,8 @@ def calibration_summary(results, calibrations: list[dict] | None) -> list[dict]:
         family = EULER_OSS if oss else FLOWTURBO_CALIBRATED
         measured = next((r for r in results if r.spec.family == family and r.spec.grid == grid), None)
         row = {"kinds": record["kinds"], "budget": record["budget"], "plan": record["plan"], "grid": list(grid),
-               "seconds": record["seconds"], "calibration_psnr_db": record["figures"].get("calibration_psnr_db"),
+               "seconds": record["seconds"], "shared_seconds": record["figures"].get("shared_seconds", 0.0),
+               "calibration_psnr_db": record["figures"].get("calibration_psnr_db"),
                "sampler": measured.spec.name if measured else None,
                "base_evaluations": measured.base_evaluations if measured else None,
                "benchmark_psnr_db": measured.latent_psnr if measured else None}
