@@ -247,6 +247,10 @@ def refiner_call_cost(pipe, refiner, plan: str, prompts: list, seeds: list[int],
     finally:
         for handle in handles:
             handle.remove()
+    if not times["refiner"] or not times["base"]:
+        raise RuntimeError(f"Plan {plan} made no {'refiner' if not times['refiner'] else 'base-model'} call through "
+                           f"{refiner.config.base_denoiser!r}, so the refiner's cost cannot be timed: give a plan with "
+                           "both kinds of steps, and a refiner whose base_denoiser is the one the R steps reach.")
     return statistics.median(times["refiner"]) / statistics.median(times["base"])
 
 
@@ -270,7 +274,7 @@ def recommend_plans(
     is scored by the mean latent PSNR of its final latents against a ``reference_steps`` Heun solve from the same
     noise. A plan's cost is in base-model evaluations: its base evaluations plus its refiner evaluations times
     ``refiner_cost``, the refiner's cost as a fraction of a base evaluation (measured with :func:`refiner_call_cost`
-    on the first R plan when ``None``). Guidance multiplies both counts alike, so it does not change the comparison.
+    on the first R plan at batch 1 when ``None``: the dearest case for the refiner, whose share falls with batch size). Guidance multiplies both counts alike, so it does not change the comparison.
 
     An R plan's gain is its PSNR less the training-free plans' PSNR at its cost (linear between the training-free
     plans around it; no gain outside their range). The recommended plans are the R plans with a positive gain, best
