@@ -85,18 +85,24 @@ def measured_plans_table(recommendation: dict) -> str:
     lines = [
         f"Measured on {recommendation['samples']} held-out prompts and seeds, latent PSNR against "
         f"{recommendation['reference']}; cost in base-model evaluations, a refiner evaluation measured at "
-        f"{cost:.3g} of one. {verdict}",
+        f"{cost:.3g} of one. {verdict} The last column is the same plan with an untrained (zero-offset) refiner, which "
+        "reuses the last velocity: the difference is what training added.",
         "",
-        "| plan | base evaluations | refiner evaluations | cost | latent PSNR | H/P at the same cost | gain |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| plan | base evaluations | refiner evaluations | cost | latent PSNR | H/P at the same cost | gain "
+        "| untrained refiner |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in recommendation["plans"]:
         reference = row.get("training_free_psnr_db")
         gain = row.get("gain_db")
         lines.append(f"| `{row['plan']}` | {row['base_evaluations']} | {row['refiner_evaluations']} | {row['cost']:.2f} "
                      f"| {row['psnr_db']:.2f} dB | {'' if reference is None else f'{reference:.2f} dB'} | "
-                     f"{'' if gain is None else f'{gain:+.2f} dB'} |")
+                     f"{'' if gain is None else f'{gain:+.2f} dB'} | {_db(row.get('zero_refiner_psnr_db'))} |")
     return "\n".join(lines)
+
+
+def _db(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f} dB"
 
 
 def _fill_formula(plan: Plan, key: str) -> str:

@@ -369,7 +369,12 @@ def test_recommended_plans_come_from_measurement_against_training_free_plans_of_
     gains = [rows[plan]["gain_db"] for plan in perfect["recommended_plans"]]
     assert min(gains) > 0 and gains == sorted(gains, reverse=True)  # best first
 
+    # Beside each R plan, the same plan with an untrained refiner: the perfect refiner's R steps are not that.
+    assert all(abs(rows[plan]["psnr_db"] - rows[plan]["zero_refiner_psnr_db"]) > 0.1 for plan in ("H1P2R2", "H1P3R3"))
+
     untrained = recommend_plans(pipe, VelocityRefiner(**config), refiner_cost=1.0, **settings)
+    assert all(row["psnr_db"] == pytest.approx(row["zero_refiner_psnr_db"])  # it is the zero refiner
+               for row in untrained["plans"] if row["refiner_evaluations"])
     assert not untrained["refiner_pays"]
     assert untrained["recommended_plans"] == list(TRAINING_FREE_RECOMMENDATION)
     assert all(row["gain_db"] <= 0 for row in untrained["plans"] if row["refiner_evaluations"])
@@ -401,7 +406,7 @@ def test_training_recommends_measured_plans_and_the_card_shows_the_measurement(t
     assert list(saved.config.recommended_plans) == measured["recommended_plans"] == result.metrics["recommended_plans"]
     assert measured["samples"] == 2 and {row["plan"] for row in measured["plans"]} >= {"H1P5R3", "H1P5"}
     card = (tmp_path / "refiner" / "README.md").read_text()
-    assert "| `H1P5R3` |" in card and "H/P at the same cost" in card
+    assert "| `H1P5R3` |" in card and "H/P at the same cost" in card and "| untrained refiner |" in card
     if not measured["refiner_pays"]:
         assert "No R plan beat the training-free (H/P) plans" in card
     with pytest.raises(ValueError, match="recommendation_samples must be 0"):

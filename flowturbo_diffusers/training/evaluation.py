@@ -283,7 +283,8 @@ def recommend_plans(
 
     Returns ``{"recommended_plans", "refiner_pays", "refiner_cost", "samples", "reference", "plans"}``, where
     ``plans`` has one row per plan: ``plan``, ``base_evaluations``, ``refiner_evaluations``, ``cost``, ``psnr_db``,
-    and for R plans ``training_free_psnr_db`` (at the same cost, or ``None``) and ``gain_db``. Raises ``ValueError``
+    and for R plans ``training_free_psnr_db`` (at the same cost, or ``None``), ``gain_db`` and
+    ``zero_refiner_psnr_db`` (the plan with an untrained, zero-offset refiner: what training added is the difference). Raises ``ValueError``
     for fill plans, R steps in ``training_free_plans`` or a plan without them in ``refiner_plans``, or prompts
     without one seed each.
     """
@@ -316,6 +317,16 @@ def recommend_plans(
         rows.append({"plan": plan, "base_evaluations": counts["base"], "refiner_evaluations": counts["refiner"],
                      "cost": counts["base"] + refiner_cost * counts["refiner"],
                      "psnr_db": _psnr_db(latents, reference)})
+    # The same R plans with an untrained (zero-offset) refiner: what the R steps give by reusing the last velocity,
+    # at the same cost, so that the card shows what training added on top.
+    from ..refiner import VelocityRefiner
+
+    turbo.load_refiner(VelocityRefiner.from_config(refiner.config).to(device=pipe._execution_device))
+    for row in rows:
+        if row["refiner_evaluations"]:
+            turbo.set_plan(row["plan"])
+            row["zero_refiner_psnr_db"] = _psnr_db(sample_latents(turbo, prompts, seeds, call_kwargs), reference)
+    turbo.load_refiner(refiner)
     curve = [(row["cost"], row["psnr_db"]) for row in rows if not row["refiner_evaluations"]]
     for row in rows:
         if row["refiner_evaluations"]:
