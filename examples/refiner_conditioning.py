@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from flowturbo_diffusers import VelocityRefiner, bundled
 from flowturbo_diffusers.training import trainer, trajectories
@@ -43,7 +42,7 @@ from flowturbo_diffusers.benchmark.metrics import psnr
 from flowturbo_diffusers.bundled import digits
 from flowturbo_diffusers.reference import heun_pipeline, reference_solve, sample_latents
 from flowturbo_diffusers.training import train_refiner
-from flowturbo_diffusers.training.evaluation import offset_errors_by_sigma
+from flowturbo_diffusers.training.evaluation import offset_errors_by_sigma, untrained_like
 
 # Each variant: the overrides of VelocityRefiner.for_transformer that give its conditioning on an SD3 base.
 VARIANTS = {
@@ -199,7 +198,7 @@ def main(argv=None):
     for name, refiner in refiners.items():
         turbo.load_refiner(refiner)
         fidelities[name] = {plan: fidelity(plan) for plan in args.plans}
-    turbo.load_refiner(VelocityRefiner.from_config(next(iter(refiners.values())).config))  # zero-initialised output
+    turbo.load_refiner(untrained_like(next(iter(refiners.values()))))
     fidelities["zero refiner (untrained)"] = {plan: fidelity(plan) for plan in args.plans}
     fidelities["perfect refiner (R steps as Heun steps)"] = {plan: fidelity(plan.replace("R", "H"))
                                                              for plan in args.plans}

@@ -44,7 +44,6 @@ def refiner_errors(
     and with R replaced by H (what a perfect refiner would give at that step count). ``steps`` is needed for fill
     plans such as ``H1P*R3``."""
     from ..reference import heun_pipeline, reference_solve, sample_latents
-    from ..refiner import VelocityRefiner
 
     call_kwargs = _without_steps(call_kwargs)
     reference = reference_solve(pipe, prompts, seeds, reference_steps, call_kwargs)
@@ -52,7 +51,7 @@ def refiner_errors(
         call_kwargs["num_inference_steps"] = steps
     turbo = heun_pipeline(pipe)  # given each refiner and plan in turn
     results = {"plan": plan, "reference": f"Heun, {reference_steps} steps"}
-    zero = VelocityRefiner.from_config(refiner.config).to(device=pipe._execution_device)
+    zero = untrained_like(refiner, pipe._execution_device)
     for name, candidate in (("trained_refiner", refiner), ("zero_refiner", zero)):
         turbo.load_refiner(candidate)
         turbo.set_plan(plan)
@@ -66,6 +65,14 @@ def refiner_errors(
     turbo.set_plan(plan.replace("R", "H"))
     results["error_heun_instead_of_R"] = relative_error(sample_latents(turbo, prompts, seeds, call_kwargs), reference)
     return results
+
+
+def untrained_like(refiner, device=None):
+    """A refiner of ``refiner``'s config, untrained: its output layer is zero-initialised, so its R steps reuse the
+    last velocity unchanged (the baseline that shows what training added)."""
+    from ..refiner import VelocityRefiner
+
+    return VelocityRefiner.from_config(refiner.config).to(device=device)
 
 
 @torch.no_grad()
@@ -319,9 +326,7 @@ def recommend_plans(
                      "psnr_db": _psnr_db(latents, reference)})
     # The same R plans with an untrained (zero-offset) refiner: what the R steps give by reusing the last velocity,
     # at the same cost, so that the card shows what training added on top.
-    from ..refiner import VelocityRefiner
-
-    turbo.load_refiner(VelocityRefiner.from_config(refiner.config).to(device=pipe._execution_device))
+    turbo.load_refiner(untrained_like(refiner, pipe._execution_device))
     for row in rows:
         if row["refiner_evaluations"]:
             turbo.set_plan(row["plan"])
