@@ -15,6 +15,8 @@ them fails loudly there rather than silently elsewhere:
   ``HookRegistry.remove_hook`` would undo wrongly (``_hook_order``, ``_fn_refs``);
 - :func:`remove_cache_hooks`: the names of diffusers' MagCache and Pyramid Attention Broadcast hooks, to remove them
   from a model without ``CacheMixin.disable_cache`` (SD3's transformer).
+
+:func:`without_cast_warning` also depends on a diffusers detail (the logger and text of one warning), so it lives here.
 """
 
 from __future__ import annotations
@@ -107,3 +109,26 @@ def _unlink_hook(registry: HookRegistry, name: str) -> None:
     del registry.hooks[name]
     registry._hook_order.pop(position)
     registry._fn_refs.pop(position)
+
+
+class _CastWarningFilter:
+    """Drops diffusers' "There are modules in ... that should be kept in float32: [...]" warning, which
+    ``ModelMixin.to(dtype=...)`` logs on every cast, for an empty list too (diffusers/models/modeling_utils.py)."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "should be kept in float32" not in record.getMessage()
+
+
+@contextmanager
+def without_cast_warning() -> Iterator[None]:
+    """Within the block, casts of our own modules (the refiner has no float32-only modules) and diffusers' own
+    same-dtype cast in ``from_pipe`` do not log that warning; elsewhere it is untouched."""
+    from diffusers.utils import logging
+
+    logger = logging.get_logger("diffusers.models.modeling_utils")
+    logger.addFilter(_CastWarningFilter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_CastWarningFilter)

@@ -7,7 +7,6 @@ AutoPipeline does) and returns an instance of that class mixed with :class:`Flow
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from diffusers.utils import logging
 
+from .hooks import without_cast_warning
 from .plan import DEFAULT_PLAN, Plan
 from .refiner import VelocityRefiner
 from .routing import route_refiner_steps
@@ -319,7 +319,7 @@ class FlowTurboPipeline:
         folder it was loaded from, if any.
         """
         kwargs.setdefault("dtype", pipeline.dtype)  # diffusers' from_pipe would cast the shared modules to fp32
-        with _without_cast_warning():
+        with without_cast_warning():  # diffusers' from_pipe casts the shared modules to the dtype they have
             pipe = flowturbo_class(type(pipeline)).from_pipe(pipeline, **kwargs)
         if isinstance(pipeline.scheduler, FlowTurboScheduler):
             # A copy, so that set_plan leaves the original's alone; its plan was chosen, so it is kept. Any other
@@ -328,26 +328,6 @@ class FlowTurboPipeline:
         if refiner is None:
             refiner = getattr(pipeline, "refiner", None) or _local_refiner(pipeline.config.get("_name_or_path"))
         return _configure(pipe, refiner, plan, refiner_kwargs)
-
-
-class _CastWarningFilter:
-    """Drops diffusers' "There are modules in ... that should be kept in float32: []" warning, which
-    ``ModelMixin.to(dtype=...)`` logs for every model (an empty list included) when diffusers' own ``from_pipe`` casts
-    the shared modules to the dtype they already have (diffusers/models/modeling_utils.py)."""
-
-    @staticmethod
-    def filter(record) -> bool:
-        return "should be kept in float32" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_cast_warning():
-    logger = logging.get_logger("diffusers.models.modeling_utils")
-    logger.addFilter(_CastWarningFilter)
-    try:
-        yield
-    finally:
-        logger.removeFilter(_CastWarningFilter)
 
 
 def _local_refiner(path) -> Path | bool:

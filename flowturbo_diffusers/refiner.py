@@ -26,6 +26,7 @@ from diffusers.utils import logging
 from torch import nn
 
 from .adapters import IMAGE, SEQUENCE, VIDEO, TransformerCall, adapter_for
+from .hooks import without_cast_warning
 from .steps import refined_velocity
 
 logger = logging.get_logger(__name__)
@@ -329,9 +330,8 @@ class VelocityRefiner(ModelMixin, ConfigMixin):
         config = cls.config_for_transformer(transformer, max_parameter_fraction, **overrides)
         parameter = next(transformer.parameters())
         refiner = cls(**config)
-        if parameter.dtype != torch.float32:
-            refiner.to(dtype=parameter.dtype)
-        return refiner.to(parameter.device)
+        with without_cast_warning():
+            return refiner.to(device=parameter.device, dtype=parameter.dtype)
 
     @classmethod
     def count_parameters(cls, config: dict[str, Any]) -> int:

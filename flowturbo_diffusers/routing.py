@@ -18,7 +18,7 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import adapter_for, velocity_of
-from .hooks import cache_context_name, installed_hook
+from .hooks import cache_context_name, installed_hook, without_cast_warning
 from .plan import REFINER
 from .steps import refined_velocity, refiner_evaluation
 
@@ -123,7 +123,8 @@ def _place_like(module: torch.nn.Module, velocity: torch.Tensor) -> None:
     """
     parameter = next(module.parameters())
     if parameter.device != velocity.device or parameter.dtype != velocity.dtype:
-        module.to(device=velocity.device, dtype=velocity.dtype)
+        with without_cast_warning():
+            module.to(device=velocity.device, dtype=velocity.dtype)
 
 
 @contextmanager

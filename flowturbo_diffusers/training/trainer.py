@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..adapters import adapter_for
 from ..distributed import has_accelerator
+from ..hooks import without_cast_warning
 from .trajectories import (
     check_dt_range,
     group_calls,
@@ -316,7 +317,8 @@ def train_refiner(
     torch.manual_seed(config.seed)
     refiner = VelocityRefiner.for_transformer(teacher, base_model=base_model, base_denoiser=config.base_denoiser,
                                               **config.refiner_kwargs)
-    refiner.to(device=accelerator.device, dtype=torch.float32).train()
+    with without_cast_warning():
+        refiner.to(device=accelerator.device, dtype=torch.float32).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=config.learning_rate, weight_decay=0.0)
     # accelerate steps a prepared schedule once per process at each optimiser step, hence the factor (as in
     # diffusers' training scripts).
