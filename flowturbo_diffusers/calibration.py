@@ -36,6 +36,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .plan import EULER, HEUN, PSEUDO_CORRECTOR, Plan
 from .steps import euler_step, heun_step
+from .reference import output_tensor
 
 # A program receives (velocity, latents) after each evaluation and yields the latents of the next one.
 Program = Generator[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor], None]
@@ -197,9 +198,7 @@ class _Sampler:
         finally:
             self.pipe.scheduler = original
         self.evaluations += len(scheduler.timesteps)
-        latents = getattr(output, "images", None)
-        latents = getattr(output, "frames", None) if latents is None else latents
-        return latents.float().cpu()
+        return output_tensor(output).float().cpu()
 
 
 def sigmas_of(times: list[float], scheduler_config: dict, mu: float | None) -> list[float]:

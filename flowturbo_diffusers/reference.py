@@ -48,8 +48,22 @@ def sample_latents(pipe, prompts: list, seeds: list[int], call_kwargs: dict | No
         generators = [torch.Generator(pipe._execution_device).manual_seed(seed) for seed in seeds[start:start + size]]
         output = pipe(**{key: list(prompts[start:start + size])}, generator=generators, output_type="latent",
                       **(call_kwargs or {}))
-        chunks.append(output.images.float().cpu())
+        chunks.append(output_tensor(output).float().cpu())
     return torch.cat(chunks)
+
+
+def output_tensor(output) -> torch.Tensor:
+    """The samples in a diffusers pipeline output: ``.images`` for image pipelines, ``.frames`` for video ones
+    (``WanPipelineOutput``, ``HunyuanVideoPipelineOutput``, ...), whatever ``output_type`` made of them.
+
+    Raises ``TypeError`` naming the output's fields if it has neither.
+    """
+    for field in ("images", "frames"):
+        value = getattr(output, field, None)
+        if value is not None:
+            return value
+    raise TypeError(f"{type(output).__name__} has neither `images` nor `frames`; its fields are "
+                    f"{list(getattr(output, 'keys', lambda: [])())}.")
 
 
 def reference_solve(pipe, prompts: list, seeds: list[int], steps: int, call_kwargs: dict | None = None,

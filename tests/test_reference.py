@@ -34,3 +34,21 @@ def test_the_reference_is_a_heun_solve_that_leaves_the_pipeline_alone(sd3_pipe):
     assert relative_error(heun, fine) < 0.5 * relative_error(euler, fine)
     assert str(heun_pipeline(sd3_pipe).plan) == "H*" and heun_pipeline(sd3_pipe).refiner is None
     assert type(sd3_pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"  # the user's pipeline is unchanged
+
+
+def test_video_pipelines_latents_come_from_their_frames():
+    # WanPipeline (like every video pipeline) returns `.frames`, not `.images`: sampling, the reference solve and so the
+    # refiner's calibration and recommendation all stopped with an AttributeError on video models.
+    from conftest import make_pipe
+
+    from flowturbo_diffusers.calibration import ProbeScheduler  # noqa: F401  (uses output_tensor too)
+    from flowturbo_diffusers.reference import output_tensor
+
+    pipe = make_pipe("wan")
+    call_kwargs = dict(CALL_KWARGS["wan"], num_inference_steps=2)
+    latents = sample_latents(pipe, PROMPTS[:2], SEEDS[:2], call_kwargs)
+    assert latents.dim() == 5 and latents.shape[0] == 2 and torch.isfinite(latents).all()
+    solved = reference_solve(pipe, PROMPTS[:2], SEEDS[:2], 2, CALL_KWARGS["wan"])
+    assert solved.shape == latents.shape and not torch.equal(solved, latents)  # Heun, not the pipeline's own steps
+    with pytest.raises(TypeError, match="neither `images` nor `frames`"):
+        output_tensor(object())
