@@ -113,6 +113,31 @@ def test_digits_rendering_is_deterministic():
     assert len(set(digits.all_prompts())) == 10 * len(digits.COLOUR_PAIRS)
 
 
+def test_prompt_accuracy_reads_digit_glyph_colour_and_background(classifier):
+    from flowturbo_diffusers.bundled import foreground_colours, prompt_accuracy
+
+    batch = digits.render_batch(200, seed=11)
+    assert foreground_colours(batch.images, batch.backgrounds) == batch.foregrounds
+    assert prompt_accuracy(batch.images, batch.prompts, classifier) == {"digit": 1.0, "foreground": 1.0,
+                                                                        "background": 1.0}
+    # The same images against prompts that ask for other colours or digits: each score falls on its own.
+    swapped = [digits.make_prompt(d, b, f) for d, f, b in zip(batch.labels.tolist(), batch.foregrounds, batch.backgrounds)]
+    scores = prompt_accuracy(batch.images, swapped, classifier)
+    assert scores["foreground"] == 0.0 and scores["background"] == 0.0 and scores["digit"] == 1.0
+    other_digit = [digits.make_prompt((d + 1) % 10, f, b)
+                   for d, f, b in zip(batch.labels.tolist(), batch.foregrounds, batch.backgrounds)]
+    assert prompt_accuracy(batch.images, other_digit, classifier)["digit"] < 0.05
+    # Video (N, F, 3, H, W) is scored by frame: replace the last of 4 frames by other images, and exactly the
+    # replaced frames with another background count against it.
+    video = batch.images[:10].unsqueeze(1).repeat(1, 4, 1, 1, 1)
+    video[:, -1] = batch.images[10:20]
+    changed = sum(a != b for a, b in zip(batch.backgrounds[:10], batch.backgrounds[10:20])) / 10
+    assert changed > 0
+    assert prompt_accuracy(video, batch.prompts[:10], classifier)["background"] == pytest.approx(1 - changed / 4)
+    with pytest.raises(ValueError, match="not a coloured-digit prompt"):
+        digits.parse_prompt("a photo of a cat")
+
+
 @pytest.mark.slow
 def test_quick_training_smoke_run(tmp_path):
     spec = importlib.util.spec_from_file_location("train_tiny_pipeline", REPO / "examples" / "train_tiny_pipeline.py")

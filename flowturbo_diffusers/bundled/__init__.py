@@ -93,15 +93,19 @@ def evaluation_prompts(per_digit: int, seed: int) -> tuple[list[str], list[int],
 
 
 def generate_images(pipe, prompts: list[str], seed: int, batch_size: int = 50, **call_kwargs):
-    """Images in [0, 1] ``(N, 3, H, W)``; sample ``i`` uses the noise of seed ``seed + i``."""
+    """Images in [0, 1] ``(N, 3, H, W)`` (``(N, F, 3, H, W)`` for a video pipeline); sample ``i`` uses the noise of
+    seed ``seed + i``."""
     import torch
+
+    from ..reference import output_tensor
 
     images = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-            images.append(pipe(prompt=chunk, generator=generators, output_type="pt", **call_kwargs).images)
+            output = pipe(prompt=chunk, generator=generators, output_type="pt", **call_kwargs)
+            images.append(output_tensor(output))
     return torch.cat(images)
 
 
@@ -118,17 +122,57 @@ def background_colours(images) -> list[str]:
     return [digits.COLOUR_NAMES[i] for i in torch.cdist(median, palette).argmin(dim=-1)]
 
 
-def score_samples(pipe, classifier, per_digit: int, seed: int, **call_kwargs):
-    """Share of samples the classifier reads as the prompted digit, share with the prompted background colour, and
-    the images, for :func:`evaluation_prompts` ``(per_digit, seed)``."""
+def foreground_colours(images, backgrounds: list[str]) -> list[str]:
+    """The palette colour (other than the image's ``backgrounds`` entry) nearest to the median of the pixels that
+    differ most from that background: the pixels at least half as far from it as the farthest one, i.e. the glyph's
+    solid stroke, not its anti-aliased edge. ``images`` ``(N, 3, H, W)`` in [0, 1]."""
+    import torch
+
+    from . import digits
+
+    palette = {name: torch.tensor(rgb, dtype=torch.float32) / 255.0 for name, rgb in digits.COLOURS.items()}
+    colours = []
+    for image, background in zip(images.float(), backgrounds):
+        pixels = image.flatten(1).T  # (H*W, 3)
+        distance = (pixels - palette[background]).norm(dim=-1)
+        median = pixels[distance >= 0.5 * distance.max()].median(dim=0).values
+        others = [name for name in digits.COLOUR_NAMES if name != background]
+        colours.append(min(others, key=lambda name: (median - palette[name]).norm().item()))
+    return colours
+
+
+def prompt_accuracy(images, prompts: list[str], classifier) -> dict[str, float]:
+    """How often samples show what their coloured-digit prompts ask for: ``{"digit", "foreground", "background"}``,
+    each the share of images (of frames, for video ``(N, F, 3, H, W)``) with the prompted digit (by ``classifier``),
+    glyph colour (:func:`foreground_colours`, against the background colour found in the image) and background colour
+    (:func:`background_colours`). ``images`` are ``(N, 3, H, W)`` in [0, 1], one per prompt."""
     import numpy as np
     import torch
 
-    prompts, labels, backgrounds = evaluation_prompts(per_digit, seed)
+    from . import digits
+
+    frames = images.shape[1] if images.dim() == 5 else 1
+    images = images.flatten(0, 1) if images.dim() == 5 else images
+    wanted = [digits.parse_prompt(prompt) for prompt in prompts for _ in range(frames)]
+    labels = torch.tensor([digit for digit, _, _ in wanted])
+    backgrounds = [bg for _, _, bg in wanted]
+
+    seen_backgrounds = background_colours(images)
+    return {
+        "digit": (classifier.predict(images) == labels).float().mean().item(),
+        "foreground": float(np.mean([a == fg for a, (_, fg, _) in zip(foreground_colours(images, seen_backgrounds),
+                                                                      wanted)])),
+        "background": float(np.mean([a == b for a, b in zip(seen_backgrounds, backgrounds)])),
+    }
+
+
+def score_samples(pipe, classifier, per_digit: int, seed: int, **call_kwargs):
+    """Share of samples the classifier reads as the prompted digit, share with the prompted background colour, and
+    the images, for :func:`evaluation_prompts` ``(per_digit, seed)`` (by frame for a video pipeline)."""
+    prompts, _, _ = evaluation_prompts(per_digit, seed)
     images = generate_images(pipe, prompts, seed, **call_kwargs)
-    digit_accuracy = (classifier.predict(images) == torch.tensor(labels)).float().mean().item()
-    colour_accuracy = float(np.mean([a == b for a, b in zip(background_colours(images), backgrounds)]))
-    return digit_accuracy, colour_accuracy, images
+    scores = prompt_accuracy(images, prompts, classifier)
+    return scores["digit"], scores["background"], images
 
 
 def __getattr__(name: str):

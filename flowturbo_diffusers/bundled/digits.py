@@ -54,6 +54,15 @@ def make_prompt(digit: int, foreground: str, background: str) -> str:
     return f"{_article(foreground)} {foreground} {digit} on {_article(background)} {background} background"
 
 
+def parse_prompt(prompt: str) -> tuple[int, str, str]:
+    """``(digit, foreground, background)`` of a prompt made by :func:`make_prompt`; ``ValueError`` for any other."""
+    words = prompt.split()
+    if (len(words) != 7 or words[3] != "on" or words[6] != "background" or not words[2].isdigit()
+            or words[1] not in COLOURS or words[5] not in COLOURS):
+        raise ValueError(f"{prompt!r} is not a coloured-digit prompt such as {make_prompt(7, 'red', 'blue')!r}.")
+    return int(words[2]), words[1], words[5]
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
