@@ -381,12 +381,12 @@ def test_recommended_plans_come_from_measurement_against_training_free_plans_of_
 
 
 def test_the_training_free_curve_is_read_at_the_r_plans_cost():
-    from flowturbo_diffusers.training.evaluation import _interpolate
+    from flowturbo_diffusers.training.evaluation import psnr_at_cost
 
     curve = [(3, 20.0), (4, 24.0), (4, 25.0), (6, 29.0)]
-    assert _interpolate(curve, 4.5) == pytest.approx(26.0)  # between the best at cost 4 and cost 6
-    assert _interpolate(curve, 3) == pytest.approx(20.0)
-    assert _interpolate(curve, 2.9) is None and _interpolate(curve, 6.1) is None  # outside: no comparison
+    assert psnr_at_cost(curve, 4.5) == pytest.approx(26.0)  # between the best at cost 4 and cost 6
+    assert psnr_at_cost(curve, 3) == pytest.approx(20.0)
+    assert psnr_at_cost(curve, 2.9) is None and psnr_at_cost(curve, 6.1) is None  # outside: no comparison
 
 
 def test_the_refiners_call_cost_is_measured_and_needs_a_plan_with_r_steps(sd3_pipe):

@@ -335,7 +335,7 @@ def recommend_plans(
     curve = [(row["cost"], row["psnr_db"]) for row in rows if not row["refiner_evaluations"]]
     for row in rows:
         if row["refiner_evaluations"]:
-            row["training_free_psnr_db"] = _interpolate(curve, row["cost"])
+            row["training_free_psnr_db"] = psnr_at_cost(curve, row["cost"])
             row["gain_db"] = (None if row["training_free_psnr_db"] is None
                               else row["psnr_db"] - row["training_free_psnr_db"])
     winners = sorted((row for row in rows if (row.get("gain_db") or 0) > 0), key=lambda row: -row["gain_db"])
@@ -344,7 +344,7 @@ def recommend_plans(
             "samples": len(seeds), "reference": f"Heun, {reference_steps} steps", "plans": rows}
 
 
-def _interpolate(curve: list[tuple[float, float]], cost: float) -> float | None:
+def psnr_at_cost(curve: list[tuple[float, float]], cost: float) -> float | None:
     """The PSNR of the training-free curve ``[(cost, psnr), ...]`` at ``cost``: the best point of each cost, linear
     between the points around ``cost``; ``None`` outside the curve's range."""
     best: dict[float, float] = {}
