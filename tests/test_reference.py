@@ -41,7 +41,6 @@ def test_video_pipelines_latents_come_from_their_frames():
     # refiner's calibration and recommendation all stopped with an AttributeError on video models.
     from conftest import make_pipe
 
-    from flowturbo_diffusers.calibration import ProbeScheduler  # noqa: F401  (uses output_tensor too)
     from flowturbo_diffusers.reference import output_tensor
 
     pipe = make_pipe("wan")
