@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +39,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_tiny_pipeline import count_parameters, encode_latents, lr_lambda, render_pool, word_clip_tokenizer  # noqa: E402
+from train_tiny_pipeline import (  # noqa: E402
+    count_parameters,
+    encode_latents,
+    lr_lambda,
+    render_pool,
+    word_clip_tokenizer,
+    write_folder_atomically,
+)
 
 from flowturbo_diffusers import bundled  # noqa: E402
 from flowturbo_diffusers.bundled import digits  # noqa: E402
@@ -272,9 +278,7 @@ def write_outputs(pipe, report: dict, output_dir: Path) -> Path:
     """Save into a staging sibling, check it reloads and samples, then swap it in (the old folder is replaced whole)."""
     from diffusers import FluxPipeline
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    def fill(staging: Path) -> None:
         pipe.save_pretrained(staging, safe_serialization=True)
         (staging / "flowturbo.json").write_text(json.dumps(report, indent=2) + "\n")
         r = report
@@ -293,17 +297,8 @@ def write_outputs(pipe, report: dict, output_dir: Path) -> Path:
         check = reloaded("a red 7 on a blue background", output_type="pt", **{**call_defaults(), "num_inference_steps": 2})
         if not torch.isfinite(check.images).all():
             raise RuntimeError("The saved pipeline does not reload into a working pipeline.")
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-old-", dir=output_dir.parent))
-            output_dir.rename(retired / output_dir.name)
-            staging.rename(output_dir)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+
+    return write_folder_atomically(output_dir, fill)
 
 
 def main(argv=None) -> Path:

@@ -595,13 +595,32 @@ def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def write_folder_atomically(output_dir: Path, fill) -> Path:
+    """Call ``fill(staging)`` to write and check a model in a temporary sibling of ``output_dir``, then swap it in
+    whole (the old folder is removed only once the new one is in place). On any error the staging folder is deleted
+    and ``output_dir`` is left as it was."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    try:
+        fill(staging)
+        if output_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-old-", dir=output_dir.parent))
+            output_dir.rename(retired / output_dir.name)
+            staging.rename(output_dir)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
 def write_outputs(pipe, classifier, report: dict, output_dir: Path) -> Path:
     """Save everything into a temporary sibling of ``output_dir``, check it loads and runs, then swap it in."""
     from diffusers import StableDiffusion3Pipeline
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    def fill(staging: Path) -> None:
         # fp16 storage halves the size; from_pretrained loads the weights back into float32.
         pipe.transformer.to(torch.float16)
         pipe.vae.to(torch.float16)
@@ -626,17 +645,7 @@ def write_outputs(pipe, classifier, report: dict, output_dir: Path) -> Path:
             raise RuntimeError("The saved pipeline does not reload into a working float32 pipeline.")
         DigitClassifier.from_pretrained(staging / "classifier")
 
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-old-", dir=output_dir.parent))
-            output_dir.rename(retired / output_dir.name)
-            staging.rename(output_dir)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    return write_folder_atomically(output_dir, fill)
 
 
 # --------------------------------------------------------------------------------------------------------- main

@@ -136,6 +136,8 @@ def test_prompt_accuracy_reads_digit_glyph_colour_and_background(classifier):
     assert prompt_accuracy(video, batch.prompts[:10], classifier)["background"] == pytest.approx(1 - changed / 4)
     with pytest.raises(ValueError, match="not a coloured-digit prompt"):
         digits.parse_prompt("a photo of a cat")
+    with pytest.raises(ValueError, match="one image \\(or video\\) per prompt"):
+        prompt_accuracy(batch.images[:3], batch.prompts[:4], classifier)
 
 
 @pytest.mark.slow

@@ -145,12 +145,15 @@ def prompt_accuracy(images, prompts: list[str], classifier) -> dict[str, float]:
     """How often samples show what their coloured-digit prompts ask for: ``{"digit", "foreground", "background"}``,
     each the share of images (of frames, for video ``(N, F, 3, H, W)``) with the prompted digit (by ``classifier``),
     glyph colour (:func:`foreground_colours`, against the background colour found in the image) and background colour
-    (:func:`background_colours`). ``images`` are ``(N, 3, H, W)`` in [0, 1], one per prompt."""
+    (:func:`background_colours`). ``images`` are ``(N, 3, H, W)`` in [0, 1], one per prompt. Raises ``ValueError`` if
+    the counts differ, or for a prompt :func:`~.digits.parse_prompt` cannot read."""
     import numpy as np
     import torch
 
     from . import digits
 
+    if len(images) != len(prompts):
+        raise ValueError(f"Got {len(images)} images for {len(prompts)} prompts: give one image (or video) per prompt.")
     frames = images.shape[1] if images.dim() == 5 else 1
     images = images.flatten(0, 1) if images.dim() == 5 else images
     wanted = [digits.parse_prompt(prompt) for prompt in prompts for _ in range(frames)]
